@@ -1,0 +1,1 @@
+"""tierwise: route each unit of LLM work to the right model tier."""
