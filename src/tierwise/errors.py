@@ -29,10 +29,18 @@ class RoutingError(TierwiseError):
 class ProviderError(TierwiseError):
     """A provider failed after retries and fallback, or is not usable (missing key, missing package)."""
 
-    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool = False,
+        retry_after_s: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.retryable = retryable
+        self.retry_after_s = retry_after_s
 
 
 class InvalidOutput(TierwiseError):

@@ -7,9 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from tierwise.models.spec import Capability
 from tierwise.providers.base import Message, ToolSpec
 from tierwise.tiers import Stakes, TaskKind, Tier
-from tierwise.models.spec import Capability
 
 
 @dataclass(frozen=True, slots=True)

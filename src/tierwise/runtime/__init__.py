@@ -1,0 +1,7 @@
+"""The runtime: the one path every model call takes, with budgets, retries, fallback and validation."""
+
+from tierwise.runtime.budget import Budget, Caps, Reservation
+from tierwise.runtime.result import Result, Run
+from tierwise.runtime.runtime import Runtime
+
+__all__ = ["Budget", "Caps", "Reservation", "Result", "Run", "Runtime"]

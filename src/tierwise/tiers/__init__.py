@@ -90,9 +90,7 @@ def parse_tier(value: str | Tier) -> Tier:
     try:
         return Tier(str(value).strip().lower())
     except ValueError:
-        raise InputError(
-            f"unknown tier {value!r}: use one of {', '.join(t.value for t in Tier)}"
-        ) from None
+        raise InputError(f"unknown tier {value!r}: use one of {', '.join(t.value for t in Tier)}") from None
 
 
 def parse_kind(value: str | TaskKind) -> TaskKind:

@@ -1,0 +1,3 @@
+from tierwise.cli.app import main
+
+main()

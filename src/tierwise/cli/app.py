@@ -1,0 +1,204 @@
+"""The ``tierwise`` command: route, ask, models, runs, spend, eval, chaos-server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from tierwise.cli.common import console, fail, guarded, load_config, print_json, run_async, set_config_path
+from tierwise.cli.ledger_cmds import register as register_ledger_commands
+from tierwise.errors import InputError
+from tierwise.session import Session
+from tierwise.tiers import parse_kind, parse_tier
+
+app = typer.Typer(
+    name="tierwise",
+    help="Route each unit of LLM work to the right model tier; meter every call.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _main(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="tierwise.toml to use (else $TIERWISE_CONFIG or ./tierwise.toml)")
+    ] = None,
+) -> None:
+    set_config_path(config)
+
+
+def _text(text: str) -> str:
+    if not text.strip():
+        raise fail("the text is empty: pass the request as an argument, e.g. tierwise ask \"What is 2+2?\"")
+    return text
+
+
+def _budget(budget: float | None) -> float | None:
+    if budget is not None and budget <= 0:
+        raise fail(f"--budget must be greater than 0, got {budget}: pass a positive amount in USD")
+    return budget
+
+
+def _schema(path: Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    import jsonschema
+
+    if not path.is_file():
+        raise fail(f"schema file {str(path)!r} not found: pass a JSON Schema file")
+    try:
+        schema = json.loads(path.read_text("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise fail(f"schema file {str(path)!r} is not valid JSON: {exc}") from None
+    if not isinstance(schema, dict):
+        raise fail(f"schema file {str(path)!r} must hold a JSON object (a JSON Schema)")
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise fail(f"schema file {str(path)!r} is not a valid JSON Schema: {exc.message}") from None
+    return schema
+
+
+@app.command()
+def route(
+    text: Annotated[str, typer.Argument(help="the task, in words")],
+    kind: Annotated[str | None, typer.Option(help="task kind; inferred from the text when omitted")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Decide which tier and model would run TEXT, and why (no model call is made)."""
+    text = _text(text)
+    if kind is not None:
+        guarded(lambda: parse_kind(kind))
+    config = guarded(load_config)
+
+    async def go() -> Any:
+        async with Session(config) as s:
+            return await s.route(text, kind=kind)
+
+    decision = run_async(go)
+    data = decision.to_dict()
+    if as_json:
+        print_json(data)
+        return
+    console.print(f"[bold]{data['tier']}[/] → {data['model']}  (kind {data['kind']})")
+    console.print(f"[dim]{data['reason']}[/]")
+
+
+@app.command()
+def ask(
+    text: Annotated[str, typer.Argument(help="the request")],
+    tier: Annotated[str | None, typer.Option(help="force a tier: large, mini or nano")] = None,
+    model: Annotated[str | None, typer.Option(help="force a model id (see `tierwise models`)")] = None,
+    kind: Annotated[str | None, typer.Option(help="task kind; inferred when omitted")] = None,
+    schema: Annotated[Path | None, typer.Option(help="JSON Schema file the answer must satisfy")] = None,
+    budget: Annotated[float | None, typer.Option(help="cap for this run, in USD")] = None,
+    max_output_tokens: Annotated[int | None, typer.Option(help="output token limit")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Route TEXT, call the chosen model, validate, record it in the ledger and print the answer."""
+    text = _text(text)
+    budget = _budget(budget)
+    if tier is not None and model is not None:
+        raise fail("pass either --tier or --model, not both")
+    if tier is not None:
+        guarded(lambda: parse_tier(tier))
+    if kind is not None:
+        guarded(lambda: parse_kind(kind))
+    json_schema = _schema(schema)
+    config = guarded(load_config)
+    if max_output_tokens is not None and max_output_tokens <= 0:
+        raise fail("--max-output-tokens must be greater than 0")
+
+    async def go() -> Any:
+        async with Session(config, budget_usd=budget) as s:
+            return await s.call(
+                text, tier=tier, model=model, kind=kind, schema=json_schema, max_output_tokens=max_output_tokens
+            )
+
+    result = run_async(go)
+    data = result.to_dict()
+    if as_json:
+        print_json(data)
+        return
+    console.print(data["output"] if json_schema else data["text"], highlight=False)
+    cost = "unknown" if data["cost_usd"] is None else f"${data['cost_usd']:.6f}"
+    notional = " (notional)" if data["notional"] else ""
+    console.print(f"[dim]{data['tier']} · {data['model']} · {cost}{notional} · run {data['run_id'][:12]}[/]")
+
+
+@app.command()
+def models(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """The model catalog, with prices per 1M tokens and which model serves each tier."""
+    config = guarded(load_config)
+    serving = {model_id: tier.value for tier, model_id in config.tiers.items()}
+    rows = [
+        {
+            "id": m.id,
+            "tier": m.tier.value,
+            "serves_tier": serving.get(m.id),
+            "input_per_mtok": m.input_per_mtok,
+            "cached_input_per_mtok": m.cached_input_per_mtok,
+            "output_per_mtok": m.output_per_mtok,
+            "context_window": m.context_window,
+            "max_output_tokens": m.max_output_tokens,
+            "capabilities": sorted(c.value for c in m.capabilities),
+            "notional": m.notional,
+        }
+        for m in config.catalog
+    ]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("model", "tier", "in $/M", "cached $/M", "out $/M", "context", "serves")
+    for r in rows:
+        mark = "*" if r["notional"] else ""
+
+        def price(v: float | None, mark: str = mark) -> str:
+            return "?" if v is None else f"{v:.3f}{mark}"
+
+        table.add_row(
+            r["id"], r["tier"], price(r["input_per_mtok"]), price(r["cached_input_per_mtok"]),
+            price(r["output_per_mtok"]), f"{r['context_window']:,}", r["serves_tier"] or "",
+        )
+    console.print(table)
+    console.print("[dim]* notional price: a local model priced like the gpt-5.4 model of its tier[/]")
+
+
+@app.command("chaos-server")
+def chaos_server(
+    port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 8011,
+    latency: Annotated[float, typer.Option(help="fixed latency per request, seconds")] = 0.0,
+    script: Annotated[Path | None, typer.Option(help="JSON script of replies and faults")] = None,
+) -> None:
+    """A fault-injecting OpenAI-compatible server on loopback, for testing pipelines."""
+    from tierwise.testing import serve
+
+    if script is not None and not script.is_file():
+        raise fail(f"script file {str(script)!r} not found")
+    if latency < 0:
+        raise InputError("--latency must be >= 0")
+    serve(host="127.0.0.1", port=port, script=json.loads(script.read_text()) if script else None, latency_s=latency)
+
+
+register_ledger_commands(app)
+
+
+def _mount_optional() -> None:
+    try:
+        from tierwise.cli.eval_cmd import eval_app
+    except ImportError:  # evaluation extras not installed
+        return
+    app.add_typer(eval_app, name="eval", help="Measure routing quality: replay, train, shadow, swap.")
+
+
+_mount_optional()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,57 @@
+"""Shared CLI plumbing: the config option, clean one-line errors, JSON output."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from tierwise.config import Config
+from tierwise.errors import TierwiseError
+
+T = TypeVar("T")
+console = Console()
+err_console = Console(stderr=True)
+
+_state: dict[str, Any] = {"config_path": None}
+
+
+def set_config_path(path: Path | None) -> None:
+    _state["config_path"] = path
+
+
+def load_config() -> Config:
+    return Config.load(_state["config_path"])
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one clear line on stderr and return the Exit to raise."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def run_async(fn: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine, turning tierwise's errors into one line and a non-zero exit."""
+    try:
+        return asyncio.run(fn())  # type: ignore[arg-type]
+    except TierwiseError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted", 130) from None
+
+
+def guarded(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except TierwiseError as exc:
+        raise fail(str(exc)) from None
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")

@@ -1,0 +1,220 @@
+"""Loading and validating tierwise.toml. Secrets come from environment variables only."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tierwise.errors import ConfigError
+from tierwise.models.catalog import Catalog, load_builtin, spec_from_config
+from tierwise.tiers import Tier
+
+CONFIG_NAME = "tierwise.toml"
+DEFAULT_LEDGER_URL = "sqlite:///.tierwise/ledger.db"
+LOCAL_TIERS = {
+    Tier.LARGE: "local/smollm2-large",
+    Tier.MINI: "local/smollm2-mini",
+    Tier.NANO: "local/smollm2-nano",
+}
+OPENAI_TIERS = {
+    Tier.LARGE: "openai/gpt-5.4",
+    Tier.MINI: "openai/gpt-5.4-mini",
+    Tier.NANO: "openai/gpt-5.4-nano",
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LedgerConfig(_Section):
+    url: str = DEFAULT_LEDGER_URL
+    store_prompts: bool = False
+
+
+class ProviderConfig(_Section):
+    kind: Literal["openai", "anthropic", "local"]
+    base_url: str | None = None
+    api_key_env: str | None = None
+    timeout_s: float = Field(default=60.0, gt=0)
+    # How the server takes structured output: "json_schema" (OpenAI, vLLM), "json_object" (llama.cpp's
+    # server wants response_format={"type": "json_object", "schema": ...}), or "auto" (try, then remember).
+    structured_output: Literal["auto", "json_schema", "json_object"] = "auto"
+    max_connections: int = Field(default=200, gt=0)
+
+
+class BudgetConfig(_Section):
+    per_run_usd: float | None = Field(default=None, gt=0)
+    per_run_tokens: int | None = Field(default=None, gt=0)
+    per_run_calls: int | None = Field(default=None, gt=0)
+    per_process_usd: float | None = Field(default=None, gt=0)
+    per_process_tokens: int | None = Field(default=None, gt=0)
+    per_process_calls: int | None = Field(default=None, gt=0)
+
+
+class RetryConfig(_Section):
+    max_attempts: int = Field(default=4, ge=1, le=20)
+    base_delay_s: float = Field(default=0.5, ge=0)
+    max_delay_s: float = Field(default=20.0, ge=0)
+    repair_attempts: int = Field(default=1, ge=0, le=5)
+
+
+class RuleConfig(_Section):
+    """A policy rule: when the task matches, use this tier (or model)."""
+
+    kind: str | None = None
+    contains: str | None = None  # case-insensitive substring of the task text
+    stakes: Literal["low", "normal", "high"] | None = None
+    tier: Tier | None = None
+    model: str | None = None
+    reason: str | None = None
+
+
+class RoutingConfig(_Section):
+    router: str = "policy"
+    ambiguity_threshold: float = Field(default=0.6, ge=0, le=1)
+    kinds: dict[str, Tier] = Field(default_factory=dict)  # kind → tier overrides
+    rules: list[RuleConfig] = Field(default_factory=list)
+    learned_model: str | None = None
+    # model id → models to try, in order, when it keeps failing (429/5xx/timeouts after retries).
+    fallbacks: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class TracingConfig(_Section):
+    exporter: Literal["none", "console", "otlp"] = "none"
+    endpoint: str | None = None
+
+
+class RawConfig(_Section):
+    ledger: LedgerConfig = LedgerConfig()
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    models: list[dict[str, Any]] = Field(default_factory=list)
+    tiers: dict[Tier, str] = Field(default_factory=dict)
+    budget: BudgetConfig = BudgetConfig()
+    retry: RetryConfig = RetryConfig()
+    routing: RoutingConfig = RoutingConfig()
+    tracing: TracingConfig = TracingConfig()
+
+
+BUILTIN_PROVIDERS = {
+    "openai": ProviderConfig(kind="openai", api_key_env="OPENAI_API_KEY"),
+    "anthropic": ProviderConfig(kind="anthropic", api_key_env="ANTHROPIC_API_KEY"),
+    "local": ProviderConfig(kind="local"),
+}
+
+
+class Config:
+    """The validated configuration: sections, providers, the catalog and the tier map."""
+
+    def __init__(self, raw: RawConfig, *, source: str = "<defaults>", env: dict[str, str] | None = None):
+        self.raw = raw
+        self.source = source
+        env = dict(os.environ) if env is None else env
+        self.providers: dict[str, ProviderConfig] = {**BUILTIN_PROVIDERS, **raw.providers}
+        specs = load_builtin() + [
+            spec_from_config(m, source=source, index=i) for i, m in enumerate(raw.models)
+        ]
+        self.catalog = Catalog(specs)
+        for spec in self.catalog:
+            if spec.provider not in self.providers:
+                raise ConfigError(
+                    f"{source}: model {spec.id!r} names provider {spec.provider!r}, which is not defined: "
+                    f"add [providers.{spec.provider}] or use one of {', '.join(sorted(self.providers))}"
+                )
+        if raw.tiers:
+            default = OPENAI_TIERS if env.get("OPENAI_API_KEY") else LOCAL_TIERS
+            tiers = {**default, **raw.tiers}
+        else:
+            tiers = OPENAI_TIERS if env.get("OPENAI_API_KEY") else LOCAL_TIERS
+        self.tiers: dict[Tier, str] = {}
+        for tier, model_id in tiers.items():
+            spec = self.catalog.find(model_id)
+            if spec is None:
+                raise ConfigError(
+                    f"{source}: tiers.{tier.value} = {model_id!r} is not a known model: "
+                    "define it under [[models]] or pick one from `tierwise models`"
+                )
+            self.tiers[tier] = spec.id
+
+    @property
+    def ledger(self) -> LedgerConfig:
+        return self.raw.ledger
+
+    @property
+    def budget(self) -> BudgetConfig:
+        return self.raw.budget
+
+    @property
+    def retry(self) -> RetryConfig:
+        return self.raw.retry
+
+    @property
+    def routing(self) -> RoutingConfig:
+        return self.raw.routing
+
+    @property
+    def tracing(self) -> TracingConfig:
+        return self.raw.tracing
+
+    @property
+    def offline(self) -> bool:
+        """True when every tier is served by the embedded local models."""
+        return all(self.catalog.get(m).provider == "local" for m in self.tiers.values())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "<dict>") -> Config:
+        try:
+            raw = RawConfig.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, source)) from None
+        return cls(raw, source=source)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> Config:
+        """Load from ``path``, else $TIERWISE_CONFIG, else ./tierwise.toml, else built-in defaults."""
+        chosen = path or os.environ.get("TIERWISE_CONFIG")
+        if chosen is None and Path(CONFIG_NAME).is_file():
+            chosen = CONFIG_NAME
+        if chosen is None:
+            return cls(RawConfig())
+        file = Path(chosen)
+        if not file.is_file():
+            raise ConfigError(f"config file {str(file)!r} not found: check --config or TIERWISE_CONFIG")
+        try:
+            data = tomllib.loads(file.read_text("utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+        return cls.from_dict(data, source=str(file))
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join(loc) or "?"
+    section = _section_model(loc)
+    allowed = ""
+    if err["type"] == "extra_forbidden" and section is not None:
+        allowed = f" (allowed: {', '.join(section.model_fields)})"
+    elif "expected" in (err.get("ctx") or {}):
+        allowed = f" (allowed: {err['ctx']['expected']})"
+    return f"{source}: {key}: {err['msg']}{allowed}"
+
+
+def _section_model(loc: list[str]) -> type[BaseModel] | None:
+    model: type[BaseModel] = RawConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(part)
+        if field is None:
+            continue
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        elif part == "providers":
+            model = ProviderConfig
+        elif part == "rules":
+            model = RuleConfig
+    return model

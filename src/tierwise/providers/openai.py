@@ -1,0 +1,217 @@
+"""OpenAI and every OpenAI-compatible server (vLLM, Ollama, llama.cpp's server), via the official SDK."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import openai
+
+from tierwise.errors import ProviderError
+from tierwise.models.spec import ModelSpec, Usage
+from tierwise.providers.base import Completion, Embeddings, Request, StreamChunk, ToolCall
+from tierwise.providers.tokens import count_text
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+
+class OpenAIProvider:
+    """Adapter over ``openai.AsyncOpenAI``. Retries are off here: the runtime owns the one retry loop."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        timeout_s: float = 60.0,
+        structured_output: str = "auto",
+        max_connections: int = 200,
+    ) -> None:
+        self.name = name
+        self._official = base_url is None or base_url.rstrip("/") == OPENAI_BASE_URL
+        # One pooled HTTP client per provider; keep-alive matters at nano volume.
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._http = httpx.AsyncClient(limits=limits, timeout=timeout_s)
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0, http_client=self._http
+        )
+        self._structured = structured_output if structured_output != "auto" else None
+
+    # --- requests -----------------------------------------------------------------------------------
+
+    def _kwargs(self, request: Request, mode: str | None) -> dict[str, Any]:
+        kw: dict[str, Any] = {
+            "model": request.model.name,
+            "messages": [m.to_openai() for m in request.messages],
+            "timeout": request.timeout_s,
+        }
+        # OpenAI's reasoning models take max_completion_tokens; most compatible servers only max_tokens.
+        kw["max_completion_tokens" if self._official else "max_tokens"] = request.max_output_tokens
+        if request.temperature is not None:
+            kw["temperature"] = request.temperature
+        if request.tools:
+            kw["tools"] = [t.to_openai() for t in request.tools]
+        if request.json_schema is not None:
+            if (mode or "json_schema") == "json_schema":
+                kw["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": request.schema_name, "schema": request.json_schema},
+                }
+            else:  # llama.cpp's server: json_object plus the schema, compiled to a grammar
+                kw["response_format"] = {"type": "json_object", "schema": request.json_schema}
+        return kw
+
+    async def complete(self, request: Request) -> Completion:
+        started = time.perf_counter()
+        mode = self._structured
+        try:
+            resp = await self._client.chat.completions.create(**self._kwargs(request, mode))
+        except openai.BadRequestError as exc:
+            if request.json_schema is None or mode is not None or not _rejects_schema(exc):
+                raise _translate(exc, self.name) from None
+            # The server rejected json_schema: remember, and speak json_object + schema from now on.
+            self._structured = "json_object"
+            try:
+                resp = await self._client.chat.completions.create(**self._kwargs(request, "json_object"))
+            except openai.OpenAIError as inner:
+                raise _translate(inner, self.name) from None
+        except (openai.OpenAIError, ValueError) as exc:  # ValueError: a body that is not JSON
+            raise _translate(exc, self.name) from None
+        if request.json_schema is not None and self._structured is None:
+            self._structured = "json_schema"
+        choices = getattr(resp, "choices", None)
+        if not choices:
+            raise ProviderError(
+                f"provider {self.name!r} returned a response without choices", status=None, retryable=True
+            )
+        choice = choices[0]
+        msg = choice.message
+        calls = tuple(
+            ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "{}")
+            for c in (msg.tool_calls or [])
+            if getattr(c, "function", None) is not None
+        )
+        text = msg.content or ""
+        return Completion(
+            text=text,
+            usage=_usage(resp.usage, text),
+            served_model=resp.model,
+            latency_s=time.perf_counter() - started,
+            tool_calls=calls,
+            finish_reason=choice.finish_reason,
+        )
+
+    async def stream(self, request: Request) -> AsyncIterator[StreamChunk]:
+        kw = self._kwargs(request, self._structured)
+        kw["stream"] = True
+        kw["stream_options"] = {"include_usage": True}
+        usage: Usage | None = None
+        served: str | None = None
+        finish: str | None = None
+        parts: list[str] = []
+        try:
+            stream = await self._client.chat.completions.create(**kw)
+            async for chunk in stream:
+                served = chunk.model or served
+                if chunk.usage is not None:
+                    usage = _usage(chunk.usage, "")
+                for choice in chunk.choices or []:
+                    delta = choice.delta.content or ""
+                    finish = choice.finish_reason or finish
+                    if delta:
+                        parts.append(delta)
+                        yield StreamChunk(delta=delta)
+        except (openai.OpenAIError, ValueError) as exc:
+            raise _translate(exc, self.name) from None
+        if usage is None:  # servers that ignore include_usage: count what we received
+            usage = Usage(output_tokens=count_text("".join(parts)))
+        yield StreamChunk(usage=usage, served_model=served, finish_reason=finish)
+
+    async def embed(self, model: ModelSpec, texts: list[str]) -> Embeddings:
+        started = time.perf_counter()
+        try:
+            resp = await self._client.embeddings.create(model=model.name, input=texts)
+        except (openai.OpenAIError, ValueError) as exc:
+            raise _translate(exc, self.name) from None
+        vectors = [list(d.embedding) for d in sorted(resp.data, key=lambda d: d.index)]
+        tokens = resp.usage.prompt_tokens if resp.usage else sum(count_text(t) for t in texts)
+        return Embeddings(
+            vectors=vectors,
+            usage=Usage(input_tokens=tokens),
+            served_model=resp.model,
+            latency_s=time.perf_counter() - started,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def _usage(u: Any, text: str) -> Usage:
+    if u is None:
+        return Usage(output_tokens=count_text(text))
+    cached = getattr(getattr(u, "prompt_tokens_details", None), "cached_tokens", None) or 0
+    reasoning = getattr(getattr(u, "completion_tokens_details", None), "reasoning_tokens", None) or 0
+    return Usage(
+        input_tokens=u.prompt_tokens or 0,
+        cached_input_tokens=cached,
+        output_tokens=u.completion_tokens or 0,
+        reasoning_tokens=reasoning,
+    )
+
+
+def _rejects_schema(exc: openai.BadRequestError) -> bool:
+    text = str(exc).lower()
+    return "response_format" in text or "json_schema" in text
+
+
+def _retry_after(headers: httpx.Headers | None) -> float | None:
+    if headers is None:
+        return None
+    for key in ("retry-after-ms", "retry-after"):
+        value = headers.get(key)
+        if value is None:
+            continue
+        try:
+            seconds = float(value)
+        except ValueError:
+            return None
+        return seconds / 1000 if key == "retry-after-ms" else seconds
+    return None
+
+
+def _translate(exc: Exception, provider: str) -> ProviderError:
+    """Map SDK exceptions to ProviderError, marking what is worth retrying."""
+    if isinstance(exc, openai.APITimeoutError):
+        return ProviderError(f"provider {provider!r} timed out", retryable=True)
+    if isinstance(exc, openai.APIConnectionError):
+        return ProviderError(f"provider {provider!r} unreachable: {exc}", retryable=True)
+    if isinstance(exc, openai.AuthenticationError):
+        return ProviderError(
+            f"provider {provider!r} rejected the API key (401): check the key in its api_key_env variable",
+            status=401,
+        )
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        retryable = status in (408, 409, 429) or status >= 500
+        message = _error_message(exc)
+        return ProviderError(
+            f"provider {provider!r} answered HTTP {status}: {message}",
+            status=status,
+            retryable=retryable,
+            retry_after_s=_retry_after(exc.response.headers),
+        )
+    if isinstance(exc, (ValueError, openai.APIResponseValidationError)):
+        return ProviderError(f"provider {provider!r} sent a malformed body: {exc}", retryable=True)
+    return ProviderError(f"provider {provider!r} failed: {exc}", retryable=True)
+
+
+def _error_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])[:300]
+    return str(exc)[:300]

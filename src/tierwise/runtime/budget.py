@@ -1,0 +1,134 @@
+"""Hard caps on money, tokens and calls: reserve the worst case before a call, settle after.
+
+A call's reservation counts against every cap above it (run, then process) at once, under one lock, so
+any number of concurrent calls — asyncio tasks or threads — can never together pass a cap.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from tierwise.errors import BudgetExceeded, InputError
+
+
+@dataclass(frozen=True, slots=True)
+class Caps:
+    usd: float | None = None
+    tokens: int | None = None
+    calls: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("usd", "tokens", "calls"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise InputError(f"budget {name} must be greater than 0, got {value}: pass a positive cap")
+
+
+@dataclass(slots=True)
+class Reservation:
+    usd: float
+    tokens: int
+    budgets: tuple[Budget, ...]
+    settled: bool = False
+
+
+_LOCK = threading.Lock()  # one lock for the whole hierarchy keeps parent and child checks atomic
+
+
+class Budget:
+    """A cap (``Caps``) with a parent: a run's budget sits under the process budget."""
+
+    def __init__(self, caps: Caps | None = None, *, name: str = "run", parent: Budget | None = None) -> None:
+        self.caps = caps or Caps()
+        self.name = name
+        self.parent = parent
+        self.spent_usd = 0.0
+        self.spent_tokens = 0
+        self.calls = 0
+        self.reserved_usd = 0.0
+        self.reserved_tokens = 0
+        self.reserved_calls = 0
+
+    def _chain(self) -> tuple[Budget, ...]:
+        chain: list[Budget] = []
+        node: Budget | None = self
+        while node is not None:
+            chain.append(node)
+            node = node.parent
+        return tuple(chain)
+
+    @property
+    def remaining_usd(self) -> float | None:
+        if self.caps.usd is None:
+            return None
+        return self.caps.usd - self.spent_usd - self.reserved_usd
+
+    def reserve(self, usd: float | None, tokens: int, *, what: str = "call") -> Reservation:
+        """Claim the worst case of one call, or raise BudgetExceeded before anything is sent."""
+        chain = self._chain()
+        with _LOCK:
+            for b in chain:
+                b._check(usd, tokens, what)
+            amount = usd or 0.0
+            for b in chain:
+                b.reserved_usd += amount
+                b.reserved_tokens += tokens
+                b.reserved_calls += 1
+        return Reservation(amount, tokens, chain)
+
+    def _check(self, usd: float | None, tokens: int, what: str) -> None:
+        caps = self.caps
+        if caps.usd is not None:
+            if usd is None:
+                raise BudgetExceeded(
+                    f"{what}: the model has no known price, so the {self.name} budget of ${caps.usd:.4f} "
+                    "cannot be enforced: set its prices under [[models]] in tierwise.toml"
+                )
+            left = caps.usd - self.spent_usd - self.reserved_usd
+            if usd > left + 1e-12:
+                raise BudgetExceeded(
+                    f"{what} needs up to ${usd:.6f} (worst case) but the {self.name} budget has "
+                    f"${max(left, 0):.6f} left of ${caps.usd:.4f}: "
+                    "raise the budget or lower max output tokens"
+                )
+        if caps.tokens is not None:
+            left_t = caps.tokens - self.spent_tokens - self.reserved_tokens
+            if tokens > left_t:
+                raise BudgetExceeded(
+                    f"{what} needs up to {tokens} tokens but the {self.name} budget has {max(left_t, 0)} "
+                    f"left of {caps.tokens}: raise the token cap"
+                )
+        if caps.calls is not None and self.calls + self.reserved_calls + 1 > caps.calls:
+            raise BudgetExceeded(
+                f"{what}: the {self.name} budget allows {caps.calls} calls and all are used: "
+                "raise the call cap"
+            )
+
+    def commit(self, reservation: Reservation, usd: float | None, tokens: int) -> None:
+        """Replace the reservation by what the call really cost (never more than reserved is assumed)."""
+        with _LOCK:
+            if reservation.settled:
+                return
+            reservation.settled = True
+            for b in reservation.budgets:
+                b.reserved_usd -= reservation.usd
+                b.reserved_tokens -= reservation.tokens
+                b.reserved_calls -= 1
+                b.spent_usd += usd or 0.0
+                b.spent_tokens += tokens
+                b.calls += 1
+
+    def release(self, reservation: Reservation) -> None:
+        """Give a reservation back unused (the request never reached the provider)."""
+        with _LOCK:
+            if reservation.settled:
+                return
+            reservation.settled = True
+            for b in reservation.budgets:
+                b.reserved_usd -= reservation.usd
+                b.reserved_tokens -= reservation.tokens
+                b.reserved_calls -= 1
+
+    def child(self, caps: Caps | None = None, *, name: str = "run") -> Budget:
+        return Budget(caps, name=name, parent=self)

