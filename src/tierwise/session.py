@@ -7,7 +7,6 @@ import importlib.util
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -91,7 +90,9 @@ class Session:
     ) -> None:
         self.config = config if isinstance(config, Config) else Config.load(config)
         if budget_usd is not None and budget_usd <= 0:
-            raise InputError(f"budget must be greater than 0, got {budget_usd}: pass a positive amount in USD")
+            raise InputError(
+                f"budget must be greater than 0, got {budget_usd}: pass a positive amount in USD"
+            )
         self._budget_usd = budget_usd
         self._ledger_url = ledger_url or self.config.ledger.url
         self.ledger: Ledger | None = None
@@ -152,7 +153,9 @@ class Session:
         b = self.config.budget
         usd = budget_usd if budget_usd is not None else self._budget_usd or b.per_run_usd
         caps = Caps(usd=usd, tokens=tokens or b.per_run_tokens, calls=calls or b.per_run_calls)
-        run = Run(id=run_id or new_id(), kind=kind, budget=process_budget(self.config).child(caps), label=label)
+        run = Run(
+            id=run_id or new_id(), kind=kind, budget=process_budget(self.config).child(caps), label=label
+        )
         if run_id is None:
             self.ledger.start_run(
                 RunRecord(id=run.id, kind=kind, label=label[:200], budget_usd=usd, metadata=metadata or {})
@@ -160,7 +163,9 @@ class Session:
         try:
             yield run
         except BaseException as exc:
-            status = "interrupted" if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)) else "failed"
+            status = (
+                "interrupted" if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)) else "failed"
+            )
             self.ledger.finish_run(run.id, status, error=str(exc)[:500] or type(exc).__name__)
             await self.ledger.aflush()
             raise
@@ -225,21 +230,18 @@ class Session:
         rt = self._rt()
         if task.kind is None and rt.inferrer is not None:
 
-            async def infer(r: Run) -> Task:
-                return await rt._with_kind(task, r)
+            async def decide(r: Run) -> Decision:
+                return (await rt.decide(task, r))[1]
 
-            inferred = await self._in_run(run, "route", task.text[:200], infer)
-            decision = rt.router.route(inferred)
-            if inferred.metadata.get("kind_inferred"):
-                sim = inferred.metadata.get("kind_similarity", 0.0)
-                why = f"kind {decision.kind.value} inferred from the text (similarity {sim:.2f}); "
-                return replace(decision, reason=why + decision.reason)
-            return decision
+            return await self._in_run(run, "route", task.text[:200], decide)
         return rt.router.route(task)
 
-    async def embed(self, texts: list[str], *, model: str | None = None, run: Run | None = None) -> Embeddings:
-        return await self._in_run(run, "embed", texts[0][:200] if texts else "",
-                                  lambda r: self._rt().embed(texts, r, model=model))
+    async def embed(
+        self, texts: list[str], *, model: str | None = None, run: Run | None = None
+    ) -> Embeddings:
+        return await self._in_run(
+            run, "embed", texts[0][:200] if texts else "", lambda r: self._rt().embed(texts, r, model=model)
+        )
 
     async def stream(self, text: str | Task, *, run: Run, **kwargs: Any) -> AsyncIterator[str]:
         task = self.task(text, **kwargs)

@@ -14,7 +14,7 @@ from tierwise.runtime import Budget, Caps
 def test_reserve_refuses_what_would_pass_the_cap() -> None:
     b = Budget(Caps(usd=1.0))
     r = b.reserve(0.6, 10)
-    with pytest.raises(BudgetExceeded, match=r"\$0\.400000 left of \$1\.0000"):
+    with pytest.raises(BudgetExceeded, match=r"\$0\.400000 left of \$1"):
         b.reserve(0.6, 10)
     b.commit(r, 0.1, 5)  # the call cost less than its worst case: the rest is free again
     b.reserve(0.6, 10)

@@ -27,7 +27,8 @@ app = typer.Typer(
 @app.callback()
 def _main(
     config: Annotated[
-        Path | None, typer.Option("--config", help="tierwise.toml to use (else $TIERWISE_CONFIG or ./tierwise.toml)")
+        Path | None,
+        typer.Option("--config", help="tierwise.toml to use (else $TIERWISE_CONFIG or ./tierwise.toml)"),
     ] = None,
 ) -> None:
     set_config_path(config)
@@ -35,7 +36,7 @@ def _main(
 
 def _text(text: str) -> str:
     if not text.strip():
-        raise fail("the text is empty: pass the request as an argument, e.g. tierwise ask \"What is 2+2?\"")
+        raise fail('the text is empty: pass the request as an argument, e.g. tierwise ask "What is 2+2?"')
     return text
 
 
@@ -118,7 +119,12 @@ def ask(
     async def go() -> Any:
         async with Session(config, budget_usd=budget) as s:
             return await s.call(
-                text, tier=tier, model=model, kind=kind, schema=json_schema, max_output_tokens=max_output_tokens
+                text,
+                tier=tier,
+                model=model,
+                kind=kind,
+                schema=json_schema,
+                max_output_tokens=max_output_tokens,
             )
 
     result = run_async(go)
@@ -163,8 +169,13 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] =
             return "?" if v is None else f"{v:.3f}{mark}"
 
         table.add_row(
-            r["id"], r["tier"], price(r["input_per_mtok"]), price(r["cached_input_per_mtok"]),
-            price(r["output_per_mtok"]), f"{r['context_window']:,}", r["serves_tier"] or "",
+            r["id"],
+            r["tier"],
+            price(r["input_per_mtok"]),
+            price(r["cached_input_per_mtok"]),
+            price(r["output_per_mtok"]),
+            f"{r['context_window']:,}",
+            r["serves_tier"] or "",
         )
     console.print(table)
     console.print("[dim]* notional price: a local model priced like the gpt-5.4 model of its tier[/]")
@@ -183,7 +194,12 @@ def chaos_server(
         raise fail(f"script file {str(script)!r} not found")
     if latency < 0:
         raise InputError("--latency must be >= 0")
-    serve(host="127.0.0.1", port=port, script=json.loads(script.read_text()) if script else None, latency_s=latency)
+    serve(
+        host="127.0.0.1",
+        port=port,
+        script=json.loads(script.read_text()) if script else None,
+        latency_s=latency,
+    )
 
 
 register_ledger_commands(app)

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from tierwise.config import Config
 from tierwise.errors import TierwiseError
@@ -32,7 +33,8 @@ def load_config() -> Config:
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print one clear line on stderr and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    # The message is plain text: brackets such as [[models]] or [local] must not be read as markup.
+    err_console.print(Text.assemble(("error: ", "bold red"), message), highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -54,4 +56,4 @@ def guarded(fn: Callable[[], T]) -> T:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")

@@ -61,8 +61,13 @@ def register(app: typer.Typer) -> None:
         table = Table("run", "kind", "status", "calls", "cost", "started", "label")
         for r in rows:
             table.add_row(
-                r["id"][:12], r["kind"], r["status"], str(r["calls"]), _money(r["cost_usd"], r["notional"]),
-                r["started_at"][:19], r["label"][:50],
+                r["id"][:12],
+                r["kind"],
+                r["status"],
+                str(r["calls"]),
+                _money(r["cost_usd"], r["notional"]),
+                r["started_at"][:19],
+                r["label"][:50],
             )
         console.print(table)
 
@@ -81,16 +86,34 @@ def register(app: typer.Typer) -> None:
         finally:
             ledger.close()
         data: dict[str, Any] = {
-            "run": {"id": run.id, "kind": run.kind, "status": run.status, "label": run.label,
-                    "error": run.error},
+            "run": {
+                "id": run.id,
+                "kind": run.kind,
+                "status": run.status,
+                "label": run.label,
+                "error": run.error,
+            },
             "summary": summary,
-            "steps": [{"step_id": s.step_id, "status": s.status, "tier": s.tier, "cost_usd": s.cost_usd}
-                      for s in steps],
+            "steps": [
+                {"step_id": s.step_id, "status": s.status, "tier": s.tier, "cost_usd": s.cost_usd}
+                for s in steps
+            ],
             "calls": [
-                {"step_id": c.step_id, "operation": c.operation, "kind": c.task_kind, "tier": c.tier,
-                 "model": c.model, "served_model": c.served_model, "status": c.status,
-                 "input_tokens": c.input_tokens, "output_tokens": c.output_tokens, "cost_usd": c.cost_usd,
-                 "latency_ms": round(c.latency_ms, 1), "reason": c.reason, "error": c.error}
+                {
+                    "step_id": c.step_id,
+                    "operation": c.operation,
+                    "kind": c.task_kind,
+                    "tier": c.tier,
+                    "model": c.model,
+                    "served_model": c.served_model,
+                    "status": c.status,
+                    "input_tokens": c.input_tokens,
+                    "output_tokens": c.output_tokens,
+                    "cost_usd": c.cost_usd,
+                    "latency_ms": round(c.latency_ms, 1),
+                    "reason": c.reason,
+                    "error": c.error,
+                }
                 for c in calls
             ],
         }
@@ -102,9 +125,19 @@ def register(app: typer.Typer) -> None:
             console.print(f"[red]{run.error}[/]")
         table = Table("#", "step", "op", "tier", "model", "status", "in", "out", "cost", "ms", "reason")
         for i, c in enumerate(data["calls"], 1):
-            table.add_row(str(i), c["step_id"] or "", c["operation"], c["tier"], c["model"], c["status"],
-                          str(c["input_tokens"]), str(c["output_tokens"]), _money(c["cost_usd"]),
-                          str(c["latency_ms"]), (c["reason"] or "")[:60])
+            table.add_row(
+                str(i),
+                c["step_id"] or "",
+                c["operation"],
+                c["tier"],
+                c["model"],
+                c["status"],
+                str(c["input_tokens"]),
+                str(c["output_tokens"]),
+                _money(c["cost_usd"]),
+                str(c["latency_ms"]),
+                (c["reason"] or "")[:60],
+            )
         console.print(table)
         console.print(f"total {_money(summary.get('cost_usd'), summary.get('notional', False))}")
 
@@ -129,7 +162,13 @@ def register(app: typer.Typer) -> None:
             return
         table = Table(by, "calls", "input", "cached", "output", "cost")
         for r in rows:
-            table.add_row(str(r["key"]), str(r["calls"]), str(r["input_tokens"]), str(r["cached_input_tokens"]),
-                          str(r["output_tokens"]), _money(r["cost_usd"], r["notional"]))
+            table.add_row(
+                str(r["key"]),
+                str(r["calls"]),
+                str(r["input_tokens"]),
+                str(r["cached_input_tokens"]),
+                str(r["output_tokens"]),
+                _money(r["cost_usd"], r["notional"]),
+            )
         console.print(table)
         console.print("[dim]* notional: local models priced like the gpt-5.4 model of their tier[/]")

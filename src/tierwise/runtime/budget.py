@@ -82,14 +82,14 @@ class Budget:
         if caps.usd is not None:
             if usd is None:
                 raise BudgetExceeded(
-                    f"{what}: the model has no known price, so the {self.name} budget of ${caps.usd:.4f} "
+                    f"{what}: the model has no known price, so the {self.name} budget of ${caps.usd:.6g} "
                     "cannot be enforced: set its prices under [[models]] in tierwise.toml"
                 )
             left = caps.usd - self.spent_usd - self.reserved_usd
             if usd > left + 1e-12:
                 raise BudgetExceeded(
                     f"{what} needs up to ${usd:.6f} (worst case) but the {self.name} budget has "
-                    f"${max(left, 0):.6f} left of ${caps.usd:.4f}: "
+                    f"${max(left, 0):.6f} left of ${caps.usd:.6g}: "
                     "raise the budget or lower max output tokens"
                 )
         if caps.tokens is not None:

@@ -77,8 +77,7 @@ class Runtime:
     async def call(self, task: Task, run: Run) -> Result:
         if not task.text.strip():
             raise InputError("the task's text is empty: pass the text or messages to run")
-        task = await self._with_kind(task, run)
-        decision = self.router.route(task)
+        task, decision = await self.decide(task, run)
         spec = self.catalog.get(decision.model)
         messages = task.messages()
         schema = task.schema()
@@ -159,6 +158,16 @@ class Runtime:
                 tool_calls=completion.tool_calls,
                 escalations=tuple(escalations),
             )
+
+    async def decide(self, task: Task, run: Run) -> tuple[Task, Decision]:
+        """The routing decision, after inferring a missing kind (a metered nano embedding call)."""
+        task = await self._with_kind(task, run)
+        decision = self.router.route(task)
+        if task.metadata.get("kind_inferred"):
+            sim = float(task.metadata.get("kind_similarity", 0.0))
+            why = f"kind {decision.kind.value} inferred from the text (similarity {sim:.2f}); "
+            decision = replace(decision, reason=why + decision.reason)
+        return task, decision
 
     async def _with_kind(self, task: Task, run: Run) -> Task:
         """Infer a missing kind with a metered nano embedding call (when an inferrer is available)."""
@@ -349,8 +358,7 @@ class Runtime:
         """Text deltas of one call; metered and recorded when the stream ends."""
         if not task.text.strip():
             raise InputError("the task's text is empty: pass the text or messages to run")
-        task = await self._with_kind(task, run)
-        decision = self.router.route(task)
+        task, decision = await self.decide(task, run)
         spec = self.catalog.get(decision.model)
         messages = task.messages()
         request = self._request(task, spec, messages, task.schema())
