@@ -11,6 +11,7 @@ from rich.table import Table
 
 from tierwise.cli.common import console, fail, guarded, load_config, print_json, run_async, set_config_path
 from tierwise.cli.ledger_cmds import register as register_ledger_commands
+from tierwise.cli.systems_cmd import register as register_system_commands
 from tierwise.errors import InputError
 from tierwise.session import Session
 from tierwise.tiers import parse_kind, parse_tier
@@ -203,6 +204,7 @@ def chaos_server(
 
 
 register_ledger_commands(app)
+register_system_commands(app)
 
 
 def _mount_optional() -> None:
