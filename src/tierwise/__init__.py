@@ -1,48 +1,70 @@
-"""tierwise: route each unit of LLM work to the right model tier, and meter every call."""
+"""tierwise: route each unit of LLM work to the right model tier, and meter every call.
 
-from tierwise.config import Config
-from tierwise.errors import (
-    BudgetExceeded,
-    ConfigError,
-    InputError,
-    InvalidOutput,
-    LedgerError,
-    ProviderError,
-    RoutingError,
-    TierwiseError,
-)
-from tierwise.models import Capability, Catalog, ModelSpec, Usage
-from tierwise.routing import Decision, Router, Task
-from tierwise.runtime import Budget, Caps, Result, Run
-from tierwise.session import Session, SyncSession
-from tierwise.tiers import Stakes, TaskKind, Tier
+The public names load lazily, so ``import tierwise.testing`` (used in subprocess servers) or the CLI do
+not pay for the whole stack (SDKs, SQLAlchemy) before they need it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Budget",
-    "BudgetExceeded",
-    "Capability",
-    "Caps",
-    "Catalog",
-    "Config",
-    "ConfigError",
-    "Decision",
-    "InputError",
-    "InvalidOutput",
-    "LedgerError",
-    "ModelSpec",
-    "ProviderError",
-    "Result",
-    "Router",
-    "RoutingError",
-    "Run",
-    "Session",
-    "Stakes",
-    "SyncSession",
-    "Task",
-    "TaskKind",
-    "Tier",
-    "TierwiseError",
-    "Usage",
-]
+_EXPORTS = {
+    "Config": "tierwise.config",
+    "BudgetExceeded": "tierwise.errors",
+    "ConfigError": "tierwise.errors",
+    "InputError": "tierwise.errors",
+    "InvalidOutput": "tierwise.errors",
+    "LedgerError": "tierwise.errors",
+    "ProviderError": "tierwise.errors",
+    "RoutingError": "tierwise.errors",
+    "TierwiseError": "tierwise.errors",
+    "Capability": "tierwise.models",
+    "Catalog": "tierwise.models",
+    "ModelSpec": "tierwise.models",
+    "Usage": "tierwise.models",
+    "Decision": "tierwise.routing",
+    "Router": "tierwise.routing",
+    "Task": "tierwise.routing",
+    "Budget": "tierwise.runtime",
+    "Caps": "tierwise.runtime",
+    "Result": "tierwise.runtime",
+    "Run": "tierwise.runtime",
+    "Session": "tierwise.session",
+    "SyncSession": "tierwise.session",
+    "Stakes": "tierwise.tiers",
+    "TaskKind": "tierwise.tiers",
+    "Tier": "tierwise.tiers",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tierwise' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from tierwise.config import Config
+    from tierwise.errors import (
+        BudgetExceeded,
+        ConfigError,
+        InputError,
+        InvalidOutput,
+        LedgerError,
+        ProviderError,
+        RoutingError,
+        TierwiseError,
+    )
+    from tierwise.models import Capability, Catalog, ModelSpec, Usage
+    from tierwise.routing import Decision, Router, Task
+    from tierwise.runtime import Budget, Caps, Result, Run
+    from tierwise.session import Session, SyncSession
+    from tierwise.tiers import Stakes, TaskKind, Tier
