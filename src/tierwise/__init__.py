@@ -39,7 +39,33 @@ _EXPORTS = {
     "Tier": "tierwise.tiers",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Budget",
+    "BudgetExceeded",
+    "Capability",
+    "Caps",
+    "Catalog",
+    "Config",
+    "ConfigError",
+    "Decision",
+    "InputError",
+    "InvalidOutput",
+    "LedgerError",
+    "ModelSpec",
+    "ProviderError",
+    "Result",
+    "Router",
+    "RoutingError",
+    "Run",
+    "Session",
+    "Stakes",
+    "SyncSession",
+    "Task",
+    "TaskKind",
+    "Tier",
+    "TierwiseError",
+    "Usage",
+]
 
 
 def __getattr__(name: str) -> Any:
