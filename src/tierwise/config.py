@@ -84,6 +84,16 @@ class RoutingConfig(_Section):
     fallbacks: dict[str, list[str]] = Field(default_factory=dict)
 
 
+class ShadowConfig(_Section):
+    """Online shadow checks: ``share`` of routed (non-large) calls is also sent to the large tier."""
+
+    share: float = Field(default=0.0, ge=0, le=1)
+    budget_usd: float = Field(default=1.0, gt=0)
+    agree_at: float = Field(default=0.6, ge=0, le=1)  # agreement score counted as "same answer"
+    alarm_disagreement: float = Field(default=0.25, ge=0, le=1)
+    seed: int | None = None
+
+
 class TracingConfig(_Section):
     exporter: Literal["none", "console", "otlp"] = "none"
     endpoint: str | None = None
@@ -98,6 +108,7 @@ class RawConfig(_Section):
     retry: RetryConfig = RetryConfig()
     routing: RoutingConfig = RoutingConfig()
     tracing: TracingConfig = TracingConfig()
+    shadow: ShadowConfig = ShadowConfig()
 
 
 BUILTIN_PROVIDERS = {
@@ -155,6 +166,10 @@ class Config:
     @property
     def routing(self) -> RoutingConfig:
         return self.raw.routing
+
+    @property
+    def shadow(self) -> ShadowConfig:
+        return self.raw.shadow
 
     @property
     def tracing(self) -> TracingConfig:

@@ -26,6 +26,7 @@ from tierwise.routing.task import Decision, Task
 from tierwise.runtime.budget import Budget, Caps
 from tierwise.runtime.result import Result, Run
 from tierwise.runtime.runtime import Runtime
+from tierwise.runtime.shadow import ShadowSampler
 from tierwise.tiers import Stakes, TaskKind, Tier, parse_kind, parse_tier
 
 T = TypeVar("T")
@@ -120,9 +121,19 @@ class Session:
             retry=self.config.retry,
             fallbacks=self.config.routing.fallbacks,
             inferrer=inferrer,
+            shadow=self._shadow_sampler(),
         )
 
+    def _shadow_sampler(self) -> ShadowSampler | None:
+        sh = self.config.shadow
+        if sh.share <= 0:
+            return None
+        budget = process_budget(self.config).child(Caps(usd=sh.budget_usd), name="shadow")
+        return ShadowSampler(sh.share, budget, agree_at=sh.agree_at, seed=sh.seed)
+
     async def aclose(self) -> None:
+        if self.runtime is not None and self.runtime.shadow is not None:
+            await self.runtime.shadow.drain()
         if self.providers is not None:
             await self.providers.aclose()
         if self.ledger is not None:

@@ -207,15 +207,20 @@ register_ledger_commands(app)
 register_system_commands(app)
 
 
-def _mount_optional() -> None:
+def _eval_app() -> typer.Typer:
     try:
         from tierwise.cli.eval_cmd import eval_app
-    except ImportError:  # evaluation extras not installed
-        return
-    app.add_typer(eval_app, name="eval", help="Measure routing quality: replay, train, shadow, swap.")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("tierwise.cli.eval_cmd", "sklearn", "matplotlib"):
+            raise
+        eval_app = typer.Typer(no_args_is_help=True)
+    from tierwise.cli.eval_shadow import register as register_shadow
+
+    register_shadow(eval_app)
+    return eval_app
 
 
-_mount_optional()
+app.add_typer(_eval_app(), name="eval", help="Measure routing quality: replay, train, shadow-report, swap.")
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from tierwise.routing.task import Decision, Task
 from tierwise.runtime.budget import Reservation
 from tierwise.runtime.limits import RateLimits
 from tierwise.runtime.result import Result, Run
+from tierwise.runtime.shadow import ShadowSampler, agreement
 from tierwise.runtime.validation import OutputInvalid, repair_messages, validate
 from tierwise.tiers import TaskKind, Tier
 
@@ -61,6 +62,7 @@ class Runtime:
         retry: RetryPolicy,
         fallbacks: Mapping[str, list[str]] | None = None,
         inferrer: KindInferrer | None = None,
+        shadow: ShadowSampler | None = None,
     ) -> None:
         self.catalog = catalog
         self.tiers = dict(tiers)
@@ -70,6 +72,7 @@ class Runtime:
         self.retry = retry
         self.fallbacks = dict(fallbacks or {})
         self.inferrer = inferrer
+        self.shadow = shadow
         self.limits = RateLimits()
 
     # --- the one path -------------------------------------------------------------------------------
@@ -142,7 +145,10 @@ class Runtime:
                 )
                 spec, repairs, messages = up, 0, task.messages()
                 continue
-            self._record(task, decision, spec, run, completion, attempt_cost, "ok", None, messages)
+            final_task = replace(task, metadata={**task.metadata, "escalations": len(escalations)})
+            self._record(final_task, decision, spec, run, completion, attempt_cost, "ok", None, messages)
+            if self.shadow is not None and decision.tier is not Tier.LARGE and self.shadow.wants():
+                self._shadow(task, decision, spec, run, completion.text, len(escalations))
             return Result(
                 text=completion.text,
                 output=output,
@@ -158,6 +164,54 @@ class Runtime:
                 tool_calls=completion.tool_calls,
                 escalations=tuple(escalations),
             )
+
+    def _shadow(
+        self, task: Task, decision: Decision, routed: ModelSpec, run: Run, answer: str, escalations: int
+    ) -> None:
+        """Send the task to the large tier in the background, on the shadow budget; record agreement."""
+        assert self.shadow is not None
+        sampler = self.shadow
+        large_id = self.tiers.get(Tier.LARGE)
+        if large_id is None:
+            return
+        large = self.catalog.get(large_id)
+        meta = {
+            **task.metadata,
+            "shadow": True,
+            "routed_model": routed.id,
+            "routed_tier": routed.tier.value,
+            "escalations": escalations,
+        }
+        shadow_task = replace(task, metadata=meta)
+        shadow_run = Run(id=run.id, kind=run.kind, budget=sampler.budget, label=run.label)
+        shadow_decision = replace(
+            decision, tier=Tier.LARGE, model=large.id, reason="shadow check of the routed call"
+        )
+
+        async def job() -> None:
+            messages = shadow_task.messages()
+            completion, cost, _ = await self._send(
+                shadow_task, shadow_decision, large, messages, shadow_task.schema(), shadow_run
+            )
+            score = agreement(answer, completion.text)
+            scored = replace(
+                shadow_task,
+                metadata={**meta, "agreement": round(score, 4), "agree": score >= sampler.agree_at},
+            )
+            self._record(
+                scored,
+                shadow_decision,
+                large,
+                shadow_run,
+                completion,
+                cost,
+                "ok",
+                None,
+                messages,
+                operation="shadow",
+            )
+
+        sampler.spawn(job)
 
     async def decide(self, task: Task, run: Run) -> tuple[Task, Decision]:
         """The routing decision, after inferring a missing kind (a metered nano embedding call)."""

@@ -1,0 +1,82 @@
+"""Online shadow checks: a share of routed calls is also sent to the large tier, on a budget of its own.
+
+The shadow answer is compared with the routed one; the comparison is a ledger record (a call with
+``metadata.shadow``), which ``tierwise eval shadow-report`` aggregates by task kind and tier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from tierwise.errors import TierwiseError
+from tierwise.runtime.budget import Budget
+
+_WORD = re.compile(r"\w+")
+
+
+def agreement(a: str, b: str) -> float:
+    """1.0 when both answers carry the same JSON value, else word-set Jaccard similarity of the texts."""
+    ja, jb = _as_json(a), _as_json(b)
+    if ja is not None and jb is not None:
+        return 1.0 if _norm(ja) == _norm(jb) else 0.0
+    wa, wb = set(_WORD.findall(a.lower())), set(_WORD.findall(b.lower()))
+    if not wa and not wb:
+        return 1.0
+    return len(wa & wb) / len(wa | wb)
+
+
+def _as_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        return None
+
+
+def _norm(value: Any) -> Any:
+    if isinstance(value, str):
+        return " ".join(value.lower().split())
+    if isinstance(value, dict):
+        return {k: _norm(v) for k, v in sorted(value.items())}
+    if isinstance(value, list):
+        return [_norm(v) for v in value]
+    return value
+
+
+class ShadowSampler:
+    """Decides which calls to shadow and runs the shadow calls in the background."""
+
+    def __init__(
+        self, share: float, budget: Budget, *, agree_at: float = 0.6, seed: int | None = None
+    ) -> None:
+        self.share = share
+        self.budget = budget
+        self.agree_at = agree_at
+        self._rng = random.Random(seed)
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def wants(self) -> bool:
+        return self.share > 0 and self._rng.random() < self.share
+
+    def spawn(self, job: Callable[[], Awaitable[None]]) -> None:
+        async def guarded() -> None:
+            # A shadow that cannot run (budget spent, provider down) never hurts the real call.
+            with contextlib.suppress(TierwiseError):
+                await job()
+
+        task = asyncio.get_running_loop().create_task(guarded())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def drain(self, timeout_s: float = 30.0) -> None:
+        """Wait for shadow calls still running (at session close), cancelling stragglers."""
+        if not self._pending:
+            return
+        _, late = await asyncio.wait(set(self._pending), timeout=timeout_s)
+        for task in late:
+            task.cancel()
