@@ -8,7 +8,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -30,6 +30,9 @@ from tierwise.runtime.shadow import ShadowSampler
 from tierwise.tiers import Stakes, TaskKind, Tier, parse_kind, parse_tier
 
 T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from tierwise.orchestration import OrchestrationResult
 
 _process_budget: Budget | None = None
 _process_lock = threading.Lock()
@@ -246,6 +249,22 @@ class Session:
 
             return await self._in_run(run, "route", task.text[:200], decide)
         return rt.router.route(task)
+
+    async def orchestrate(
+        self,
+        goal: str = "",
+        *,
+        workspace: str | Path | None = None,
+        budget: float | None = None,
+        resume_run_id: str | None = None,
+        **kwargs: Any,
+    ) -> OrchestrationResult:
+        """Plan with the large tier, execute with mini subagents and nano fan-out, synthesize and check."""
+        from tierwise.orchestration import orchestrate
+
+        return await orchestrate(
+            self, goal, workspace=workspace, budget=budget, resume_run_id=resume_run_id, **kwargs
+        )
 
     async def embed(
         self, texts: list[str], *, model: str | None = None, run: Run | None = None

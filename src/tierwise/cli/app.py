@@ -11,6 +11,7 @@ from rich.table import Table
 
 from tierwise.cli.common import console, fail, guarded, load_config, print_json, run_async, set_config_path
 from tierwise.cli.ledger_cmds import register as register_ledger_commands
+from tierwise.cli.orchestrate_cmd import register as register_orchestrate_commands
 from tierwise.cli.systems_cmd import register as register_system_commands
 from tierwise.errors import InputError
 from tierwise.session import Session
@@ -204,6 +205,7 @@ def chaos_server(
 
 
 register_ledger_commands(app)
+register_orchestrate_commands(app)
 register_system_commands(app)
 
 

@@ -33,6 +33,8 @@ class _Progress:
         return t
 
     def event(self, event: str, step: str, info: Mapping[str, Any]) -> None:
+        if not self.live.is_started:  # started on the first event: input errors print no empty table
+            self.live.start()
         if event == "planned":
             for sid in info.get("steps", []):
                 self.rows.setdefault(sid, ["waiting", "", ""])
@@ -79,10 +81,12 @@ def _run(goal: str, workspace: Path | None, budget: float | None, resume: str | 
         async with Session(load_config(), budget_usd=budget) as s:
             if progress is None:
                 return await orchestrate(s, goal, workspace=workspace, budget=budget, resume_run_id=resume)
-            with progress.live:
+            try:
                 return await orchestrate(
                     s, goal, workspace=workspace, budget=budget, resume_run_id=resume, on_event=progress.event
                 )
+            finally:
+                progress.live.stop()
 
     result = run_async(go)
     if as_json:
@@ -114,8 +118,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command("resume")
     def resume_cmd(
-        run_id: Annotated[str, typer.Argument(help="the interrupted run (or the first characters of its id)")],
-        budget: Annotated[float | None, typer.Option("--budget", help="cap on the rest of the run, USD")] = None,
+        run_id: Annotated[
+            str, typer.Argument(help="the interrupted run (or the first characters of its id)")
+        ],
+        budget: Annotated[
+            float | None, typer.Option("--budget", help="cap on the rest of the run, USD")
+        ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
     ) -> None:
         """Continue an interrupted orchestration; finished steps are not paid for again."""

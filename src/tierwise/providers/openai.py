@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import httpx
 import openai
 
 from tierwise.errors import ProviderError
@@ -32,11 +31,15 @@ class OpenAIProvider:
     ) -> None:
         self.name = name
         self._official = base_url is None or base_url.rstrip("/") == OPENAI_BASE_URL
-        # One pooled HTTP client per provider; keep-alive matters at nano volume.
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self._http = httpx.AsyncClient(limits=limits, timeout=timeout_s)
+        # The SDK's own default HTTP client class: its connection pool is far cheaper per request than a
+        # plain httpx.AsyncClient under high concurrency. The limits type is whatever that client takes.
+        limits_type = type(openai.DEFAULT_CONNECTION_LIMITS)
+        http = openai.DefaultAsyncHttpxClient(
+            limits=limits_type(max_connections=max_connections, max_keepalive_connections=max_connections),
+            timeout=timeout_s,
+        )
         self._client = openai.AsyncOpenAI(
-            api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0, http_client=self._http
+            api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0, http_client=http
         )
         self._structured = structured_output if structured_output != "auto" else None
 
@@ -169,7 +172,7 @@ def _rejects_schema(exc: openai.APIStatusError) -> bool:
     return exc.status_code in (400, 422, 500) and "response_format" in text and "json_schema" in text
 
 
-def _retry_after(headers: httpx.Headers | None) -> float | None:
+def _retry_after(headers: Mapping[str, str] | None) -> float | None:
     if headers is None:
         return None
     for key in ("retry-after-ms", "retry-after"):
