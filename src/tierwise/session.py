@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from opentelemetry import trace
 from pydantic import BaseModel
 
 from tierwise.config import Config
@@ -17,6 +18,7 @@ from tierwise.errors import InputError
 from tierwise.ledger import Ledger
 from tierwise.ledger.records import RunRecord, new_id
 from tierwise.ledger.tracing import configure as configure_tracing
+from tierwise.ledger.tracing import tracer
 from tierwise.providers.base import Embeddings
 from tierwise.providers.registry import Providers
 from tierwise.routing.base import Router
@@ -174,8 +176,12 @@ class Session:
             self.ledger.start_run(
                 RunRecord(id=run.id, kind=kind, label=label[:200], budget_usd=usd, metadata=metadata or {})
             )
+        span = tracer().start_span(
+            f"run {kind}", attributes={"tierwise.run_id": run.id, "tierwise.run.kind": kind}
+        )
         try:
-            yield run
+            with trace.use_span(span, end_on_exit=True):
+                yield run
         except BaseException as exc:
             status = (
                 "interrupted" if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)) else "failed"

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.tree import Tree
 
 from tierwise.cli.common import console, fail, guarded, load_config, print_json
 from tierwise.ledger import Ledger
@@ -120,25 +122,24 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json(data)
             return
-        console.print(f"[bold]run {run.id}[/] {run.kind} · {run.status} · {run.label[:80]}")
+        # The run's tree: run → steps → calls (the same nesting as its OpenTelemetry spans).
+        tree = Tree(f"[bold]run {run.id}[/] {run.kind} · {run.status} · {escape(run.label[:80])}")
         if run.error:
-            console.print(f"[red]{run.error}[/]")
-        table = Table("#", "step", "op", "tier", "model", "status", "in", "out", "cost", "ms", "reason")
-        for i, c in enumerate(data["calls"], 1):
-            table.add_row(
-                str(i),
-                c["step_id"] or "",
-                c["operation"],
-                c["tier"],
-                c["model"],
-                c["status"],
-                str(c["input_tokens"]),
-                str(c["output_tokens"]),
-                _money(c["cost_usd"]),
-                str(c["latency_ms"]),
-                (c["reason"] or "")[:60],
+            tree.add(f"[red]{escape(run.error)}[/]")
+        branches: dict[str | None, Tree] = {}
+        step_status = {s["step_id"]: s["status"] for s in data["steps"]}
+        for c in data["calls"]:
+            sid = c["step_id"]
+            if sid not in branches:
+                label = f"step {sid} · {step_status.get(sid, 'running')}" if sid else "run-level calls"
+                branches[sid] = tree.add(escape(label))
+            status = c["status"] if c["status"] == "ok" else f"[red]{c['status']}[/]"
+            branches[sid].add(
+                f"{c['operation']} {c['tier']} {escape(c['model'])} {status} "
+                f"in={c['input_tokens']} out={c['output_tokens']} {_money(c['cost_usd'])} {c['latency_ms']}ms"
+                f" [dim]{escape((c['reason'] or '')[:70])}[/]"
             )
-        console.print(table)
+        console.print(tree)
         console.print(f"total {_money(summary.get('cost_usd'), summary.get('notional', False))}")
 
     app.add_typer(runs_app, name="runs")

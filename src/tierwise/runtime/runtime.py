@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
+from opentelemetry.trace import StatusCode
+
 from tierwise.errors import BudgetExceeded, InputError, InvalidOutput, ProviderError
 from tierwise.ledger.records import CallRecord
 from tierwise.ledger.tracing import call_attributes, tracer
@@ -390,7 +392,12 @@ class Runtime:
                 metadata={k: v for k, v in task.metadata.items() if isinstance(v, (str, int, float, bool))},
             )
         )
-        span = tracer().start_span(f"{operation} {spec.id}")
+        # The span is opened after the fact with the call's real start time; its parent is the current
+        # run's (or step's) span, carried by contextvars through asyncio tasks.
+        start_ns = time.time_ns() - int(latency * 1e9)
+        span = tracer().start_span(f"{operation} {spec.id}", start_time=start_ns)
+        if error:
+            span.set_status(StatusCode.ERROR, error[:200])
         span.set_attributes(
             call_attributes(
                 operation=operation,
