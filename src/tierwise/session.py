@@ -29,7 +29,7 @@ from tierwise.runtime.budget import Budget, Caps
 from tierwise.runtime.result import Result, Run
 from tierwise.runtime.runtime import Runtime
 from tierwise.runtime.shadow import ShadowSampler
-from tierwise.tiers import Stakes, TaskKind, Tier, parse_kind, parse_tier
+from tierwise.tiers import Layer, Stakes, TaskKind, Tier, parse_kind, parse_tier
 
 T = TypeVar("T")
 
@@ -162,6 +162,7 @@ class Session:
         calls: int | None = None,
         run_id: str | None = None,
         metadata: dict[str, Any] | None = None,
+        layer_tiers: dict[Layer, Tier] | None = None,
     ) -> AsyncIterator[Run]:
         """A run: one CLI invocation, proxy request or orchestration, with its own budget."""
         self._rt()
@@ -170,7 +171,11 @@ class Session:
         usd = budget_usd if budget_usd is not None else self._budget_usd or b.per_run_usd
         caps = Caps(usd=usd, tokens=tokens or b.per_run_tokens, calls=calls or b.per_run_calls)
         run = Run(
-            id=run_id or new_id(), kind=kind, budget=process_budget(self.config).child(caps), label=label
+            id=run_id or new_id(),
+            kind=kind,
+            budget=process_budget(self.config).child(caps),
+            label=label,
+            layer_tiers=dict(layer_tiers or {}),
         )
         if run_id is None:
             self.ledger.start_run(

@@ -11,6 +11,7 @@ from tierwise.models.spec import Usage
 from tierwise.providers.base import ToolCall
 from tierwise.routing.task import Decision
 from tierwise.runtime.budget import Budget
+from tierwise.tiers import Layer, Tier
 
 
 @dataclass(slots=True)
@@ -21,6 +22,8 @@ class Run:
     kind: str
     budget: Budget
     label: str = ""
+    # Layer-swap experiment: every task of a layer runs on this tier instead of its routed one.
+    layer_tiers: dict[Layer, Tier] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

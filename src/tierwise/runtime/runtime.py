@@ -29,7 +29,7 @@ from tierwise.runtime.limits import RateLimits
 from tierwise.runtime.result import Result, Run
 from tierwise.runtime.shadow import ShadowSampler, agreement
 from tierwise.runtime.validation import OutputInvalid, repair_messages, validate
-from tierwise.tiers import TaskKind, Tier
+from tierwise.tiers import TaskKind, Tier, layer_of
 
 # Our token count is an estimate of the provider's; reserve a margin so the settled cost stays inside.
 _INPUT_MARGIN = 1.15
@@ -218,7 +218,19 @@ class Runtime:
     async def decide(self, task: Task, run: Run) -> tuple[Task, Decision]:
         """The routing decision, after inferring a missing kind (a metered nano embedding call)."""
         task = await self._with_kind(task, run)
+        swapped = None
+        if run.layer_tiers and task.kind is not None and task.model is None:
+            layer = layer_of(task.kind)
+            swapped = run.layer_tiers.get(layer)
+            if swapped is not None:
+                task = replace(task, tier=swapped)
         decision = self.router.route(task)
+        if swapped is not None:
+            decision = replace(
+                decision,
+                reason=f"layer swap: {layer_of(decision.kind).value} layer on "
+                f"{swapped.value}; " + decision.reason,
+            )
         if task.metadata.get("kind_inferred"):
             sim = float(task.metadata.get("kind_similarity", 0.0))
             why = f"kind {decision.kind.value} inferred from the text (similarity {sim:.2f}); "

@@ -79,6 +79,23 @@ DEFAULT_TIER: dict[TaskKind, Tier] = {
 }
 
 
+class Layer(StrEnum):
+    """The three layers of a workflow, for the layer-swap experiment."""
+
+    PLANNING = "planning"
+    EXECUTION = "execution"
+    VALIDATION = "validation"
+
+
+def layer_of(kind: TaskKind) -> Layer:
+    """Planning interprets and decides; validation checks and synthesizes the result; the rest executes."""
+    if kind in (TaskKind.PLAN, TaskKind.AMBIGUOUS):
+        return Layer.PLANNING
+    if kind in (TaskKind.FINAL_QA, TaskKind.SYNTHESIS, TaskKind.VALIDATE):
+        return Layer.VALIDATION
+    return Layer.EXECUTION
+
+
 def default_tier(kind: TaskKind, stakes: Stakes = Stakes.NORMAL) -> Tier:
     """The tier a kind runs on when no rule says otherwise."""
     if kind is TaskKind.SYNTHESIS and stakes is not Stakes.HIGH:
@@ -102,4 +119,14 @@ def parse_kind(value: str | TaskKind) -> TaskKind:
         ) from None
 
 
-__all__ = ["DEFAULT_TIER", "Stakes", "TaskKind", "Tier", "default_tier", "parse_kind", "parse_tier"]
+__all__ = [
+    "DEFAULT_TIER",
+    "Layer",
+    "Stakes",
+    "TaskKind",
+    "Tier",
+    "default_tier",
+    "layer_of",
+    "parse_kind",
+    "parse_tier",
+]
