@@ -1,0 +1,121 @@
+"""``tierwise run computer-use --url URL "goal"``: the computer-use agent in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from tierwise.cli.common import console, err_console, fail, guarded, load_config, print_json, run_async
+from tierwise.session import Session
+from tierwise.systems import computer_use
+from tierwise.systems.computer_use import MAX_STEPS_LIMIT, ComputerUseResult, StepResult
+from tierwise.systems.reporting import check_out, cost_line, write_outputs
+
+
+def _markdown(d: dict[str, Any]) -> str:
+    lines = [
+        f"# Computer use: {d['goal']}",
+        "",
+        f"- start: {d['start_url']}",
+        f"- final: {d['final_url']}",
+        f"- success: {d['success']} ({d['verdict']})",
+        f"- stopped: {d['stopped']}",
+        f"- total cost: ${d['total_cost_usd'] or 0:.6f}; all-large counterfactual: "
+        f"${d['all_large_counterfactual_usd'] or 0:.6f}",
+        "",
+        "| # | action | target | value | outcome | url |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in d["steps"]:
+        cells = [str(s["n"]), s["action"], s["target"], s["value"], s["outcome"], s["url"]]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _write(out: Path, d: dict[str, Any]) -> None:
+    """The format --out names, and the other one beside it (same stem)."""
+    write_outputs(
+        out, {"json": lambda: json.dumps(d, indent=2, default=str) + "\n", "md": lambda: _markdown(d)}
+    )
+
+
+def _show(d: dict[str, Any]) -> None:
+    t = Table(title=f"run {d['run_id']}")
+    for col in ("#", "action", "target", "value", "observed", "outcome", "url"):
+        t.add_column(col)
+    for s in d["steps"]:
+        t.add_row(
+            str(s["n"]), s["action"], s["target"], s["value"][:40], s["observed"], s["outcome"], s["url"]
+        )
+    console.print(t)
+    verdict = "[green]success[/]" if d["success"] else "[red]not reached[/]"
+    console.print(f"{verdict} — {d['verdict']}", highlight=False)
+    console.print(f"final URL {d['final_url']} (stopped: {d['stopped']})", highlight=False)
+    if d["blocked_requests"]:
+        console.print(f"[yellow]blocked[/] {len(d['blocked_requests'])} request(s) outside the allowlist")
+    console.print(cost_line(d), highlight=False, markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``computer-use`` to ``tierwise run``."""
+
+    @app.command("computer-use")
+    def computer_use_cmd(
+        goal: Annotated[str, typer.Argument(help="what to achieve on the site, in words")],
+        url: Annotated[str, typer.Option("--url", help="the page to start from")],
+        # A string, parsed here, so that a bad value is one line rather than typer's usage box.
+        max_steps: Annotated[str, typer.Option("--max-steps", help="most actions to take")] = "10",
+        allow_host: Annotated[
+            list[str] | None, typer.Option("--allow-host", help="another host the browser may visit")
+        ] = None,
+        out: Annotated[
+            Path | None,
+            typer.Option("--out", help="write the result here (.json or .md); screenshots beside"),
+        ] = None,
+        budget: Annotated[float | None, typer.Option("--budget", help="cap on this run's spend, USD")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+    ) -> None:
+        """Drive headless Chromium toward GOAL: large plans, mini acts, nano classifies outcomes."""
+        try:
+            steps = int(max_steps)
+        except ValueError:
+            raise fail(
+                f"--max-steps must be a whole number between 1 and {MAX_STEPS_LIMIT}, got {max_steps!r}"
+            ) from None
+        if budget is not None and budget <= 0:
+            raise fail(f"--budget must be greater than 0, got {budget}: pass a positive amount in USD")
+        if out is not None:
+            guarded(lambda: check_out(out, ("json", "md")))  # a typo in --out costs nothing
+
+        def progress(step: StepResult) -> None:
+            if not as_json:
+                err_console.print(
+                    f"step {step.n}: {step.action} {step.target} {step.value[:40]} -> {step.outcome}",
+                    highlight=False,
+                    markup=False,
+                )
+
+        async def go() -> ComputerUseResult:
+            async with Session(load_config(), budget_usd=budget) as s:
+                return await computer_use.run(
+                    s,
+                    url,
+                    goal,
+                    max_steps=steps,
+                    allow_hosts=tuple(allow_host or ()),
+                    out=out,
+                    budget_usd=budget,
+                    on_step=progress,
+                )
+
+        d = run_async(go).to_dict()
+        if out is not None:
+            guarded(lambda: _write(out, d))
+        if as_json:
+            print_json(d)
+        else:
+            _show(d)
