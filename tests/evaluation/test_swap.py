@@ -7,29 +7,36 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import chaos_config
 from tierwise import Session
 from tierwise.evaluation.swap import SwapOutcome, paired_bootstrap_ci, swap_experiment
-from tierwise.runtime.result import Run
 from tierwise.testing import ChaosServer
 from tierwise.tiers import Layer, Tier
-from tests.conftest import chaos_config
 
 
-async def two_layer_system(session: Session, run: Run, case: str) -> SwapOutcome:
+async def two_layer_system(session: Session, case: str) -> SwapOutcome:
     """A toy system: a planning call, then an execution call; its validator checks the plan."""
-    plan = await session.call(f"plan for {case}", kind="plan", run=run)
-    await session.call(f"label {case}", kind="classify", run=run)
+    async with session.run("system:toy", case) as run:
+        plan = await session.call(f"plan for {case}", kind="plan", run=run)
+        await session.call(f"label {case}", kind="classify", run=run)
     return SwapOutcome(output=plan.text, quality=1.0 if plan.text == "good plan" else 0.0)
 
 
 @pytest.fixture()
 def toml(tmp_path: Path, chaos_server: ChaosServer) -> Path:
-    chaos_server.set_script({"rules": [
-        {"match": {"model": "large-model", "user_contains": "plan for"}, "reply": {"text": "good plan"}},
-        {"match": {"model": "mini-model", "user_contains": "hard"}, "reply": {"text": "bad plan"}},
-        {"match": {"model": "mini-model"}, "reply": {"text": "good plan"}},
-        {"match": {"model": "nano-model"}, "reply": {"text": "label"}},
-    ]})
+    chaos_server.set_script(
+        {
+            "rules": [
+                {
+                    "match": {"model": "large-model", "user_contains": "plan for"},
+                    "reply": {"text": "good plan"},
+                },
+                {"match": {"model": "mini-model", "user_contains": "hard"}, "reply": {"text": "bad plan"}},
+                {"match": {"model": "mini-model"}, "reply": {"text": "good plan"}},
+                {"match": {"model": "nano-model"}, "reply": {"text": "label"}},
+            ]
+        }
+    )
     path = tmp_path / "tierwise.toml"
     path.write_text(chaos_config(chaos_server.base_url, f"sqlite:///{tmp_path}/l.db"))
     return path
@@ -48,13 +55,17 @@ async def test_planning_moved_to_mini_costs_less_and_loses_quality_on_hard_input
     lo, hi = data["quality_diff_ci95"]
     assert lo <= -0.5 <= hi and hi <= 0
     assert data["swapped"]["cost_usd"] < data["baseline"]["cost_usd"] and data["cost_ratio"] < 1
-    planners = [r["model"] for r in chaos_server.requests("/v1/chat/completions") if "plan for" in str(r["body"])]
+    planners = [
+        r["model"] for r in chaos_server.requests("/v1/chat/completions") if "plan for" in str(r["body"])
+    ]
     assert planners.count("large-model") == 4 and planners.count("mini-model") == 4
 
 
-async def test_judge_scores_both_arms_when_the_system_has_no_validator(toml: Path, chaos_server: ChaosServer) -> None:
-    async def no_validator(session: Session, run: Run, case: str) -> SwapOutcome:
-        out = await two_layer_system(session, run, case)
+async def test_judge_scores_both_arms_when_the_system_has_no_validator(
+    toml: Path, chaos_server: ChaosServer
+) -> None:
+    async def no_validator(session: Session, case: str) -> SwapOutcome:
+        out = await two_layer_system(session, case)
         return SwapOutcome(out.output)
 
     async with Session(toml) as s:

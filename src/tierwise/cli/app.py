@@ -217,8 +217,10 @@ def _eval_app() -> typer.Typer:
             raise
         eval_app = typer.Typer(no_args_is_help=True)
     from tierwise.cli.eval_shadow import register as register_shadow
+    from tierwise.cli.eval_swap import register as register_swap
 
     register_shadow(eval_app)
+    register_swap(eval_app)
     return eval_app
 
 

@@ -1,13 +1,13 @@
 """The layer-swap experiment: run the same inputs as configured and with one layer moved to another tier.
 
 Systems are handed in as callables (``SystemRunner``), so evaluation never imports ``systems``. The
-runtime does the moving: a run's ``layer_tiers`` pins every task of that layer (by its kind, see
-``tiers.layer_of``) to the new tier, so the system's code is exactly the same in both arms.
+runtime does the moving: while the swapped arm runs, ``LAYER_TIERS`` pins every task of that layer (by
+its kind, see ``tiers.layer_of``) to the new tier, so the system's code is exactly the same in both arms.
+Arms run one at a time so that each one's cost is the process budget's spend during it.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -17,6 +17,8 @@ from pydantic import BaseModel, Field
 
 from tierwise.errors import InputError
 from tierwise.runtime.result import Run
+from tierwise.runtime.runtime import LAYER_TIERS
+from tierwise.session import process_budget
 from tierwise.tiers import Layer, TaskKind, Tier
 
 if TYPE_CHECKING:
@@ -31,7 +33,7 @@ class SwapOutcome:
     quality: float | None = None
 
 
-SystemRunner = Callable[["Session", Run, Any], Awaitable[SwapOutcome]]
+SystemRunner = Callable[["Session", Any], Awaitable[SwapOutcome]]
 
 
 class JudgeScore(BaseModel):
@@ -119,7 +121,6 @@ async def swap_experiment(
     to_tier: Tier,
     system: str = "system",
     judge: bool | None = None,
-    concurrency: int = 2,
     budget_usd: float | None = None,
 ) -> SwapReport:
     """Each input runs twice (as configured, and with ``layer`` on ``to_tier``) in runs of their own.
@@ -130,33 +131,33 @@ async def swap_experiment(
     if not inputs:
         raise InputError("the swap experiment needs at least one input: pass --inputs")
     report = SwapReport(layer=layer, to_tier=to_tier)
-    sem = asyncio.Semaphore(max(1, concurrency))
+    spent = process_budget(session.config)
 
     async def arm(case: Any, swapped: bool) -> tuple[SwapOutcome | None, float, str | None]:
-        overrides = {layer: to_tier} if swapped else {}
-        label = f"swap {system} {layer.value}→{to_tier.value}" if swapped else f"swap {system} baseline"
-        async with sem:
-            try:
-                async with session.run(
-                    f"eval:swap:{system}", label, budget_usd=budget_usd, layer_tiers=overrides
-                ) as run:
-                    out = await runner(session, run, case)
-                    return out, run.budget.spent_usd, None
-            except Exception as exc:  # one failing input must not sink the experiment
-                return None, 0.0, f"{'swapped' if swapped else 'baseline'}: {exc}"
+        token = LAYER_TIERS.set({layer: to_tier} if swapped else {})
+        before = spent.spent_usd
+        try:
+            return await runner(session, case), spent.spent_usd - before, None
+        except Exception as exc:  # one failing input must not sink the experiment
+            return None, spent.spent_usd - before, f"{'swapped' if swapped else 'baseline'}: {exc}"
+        finally:
+            LAYER_TIERS.reset(token)
 
     async def one(case: Any) -> tuple[SwapRow, SwapOutcome | None, SwapOutcome | None]:
-        (b, bc, be), (s, sc, se) = await asyncio.gather(arm(case, False), arm(case, True))
+        b, bc, be = await arm(case, False)
+        s, sc, se = await arm(case, True)
         row = SwapRow(str(case)[:200], b.quality if b else None, s.quality if s else None, bc, sc, be or se)
         return row, b, s
 
-    results = await asyncio.gather(*(one(c) for c in inputs))
+    results = [await one(c) for c in inputs]
     missing = any(
         b is not None and s is not None and (b.quality is None or s.quality is None) for _, b, s in results
     )
     if judge if judge is not None else missing:
         report.quality_source = "judge"
-        async with session.run(f"eval:swap:{system}:judge", f"judge {system}") as judge_run:
+        async with session.run(
+            f"eval:swap:{system}:judge", f"judge {system}", budget_usd=budget_usd
+        ) as judge_run:
             for case, (row, b, s) in zip(inputs, results, strict=True):
                 if b is None or s is None:
                     continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import math
 import random
@@ -29,12 +30,19 @@ from tierwise.runtime.limits import RateLimits
 from tierwise.runtime.result import Result, Run
 from tierwise.runtime.shadow import ShadowSampler, agreement
 from tierwise.runtime.validation import OutputInvalid, repair_messages, validate
-from tierwise.tiers import TaskKind, Tier, layer_of
+from tierwise.tiers import Layer, TaskKind, Tier, layer_of
 
 # Our token count is an estimate of the provider's; reserve a margin so the settled cost stays inside.
 _INPUT_MARGIN = 1.15
 _INPUT_SLACK = 32
 EMBED_MODEL = "local/e5-small"
+
+
+# Layer-swap overrides for everything called in this context (a system opens runs of its own, so the
+# experiment sets them here rather than on one Run). A Run's own ``layer_tiers`` take precedence.
+LAYER_TIERS: contextvars.ContextVar[dict[Layer, Tier] | None] = contextvars.ContextVar(
+    "tierwise_layer_tiers", default=None
+)
 
 
 class CallSink(Protocol):
@@ -219,9 +227,9 @@ class Runtime:
         """The routing decision, after inferring a missing kind (a metered nano embedding call)."""
         task = await self._with_kind(task, run)
         swapped = None
-        if run.layer_tiers and task.kind is not None and task.model is None:
-            layer = layer_of(task.kind)
-            swapped = run.layer_tiers.get(layer)
+        layers = run.layer_tiers or LAYER_TIERS.get()
+        if layers and task.kind is not None and task.model is None:
+            swapped = layers.get(layer_of(task.kind))
             if swapped is not None:
                 task = replace(task, tier=swapped)
         decision = self.router.route(task)

@@ -1,0 +1,144 @@
+"""``tierwise eval swap``: the layer-swap experiment over a ready system, from the command line.
+
+The CLI is the layer allowed to import ``systems``: it turns each system into a ``SystemRunner`` whose
+input is one JSON object (one line of an ``--inputs`` JSONL file) with that system's arguments.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from tierwise.cli.common import console, fail, guarded, load_config, print_json, run_async
+from tierwise.errors import InputError
+from tierwise.evaluation.swap import SwapOutcome, swap_experiment
+from tierwise.session import Session
+from tierwise.tiers import Layer, parse_tier
+
+Adapter = Callable[[Session, dict[str, Any]], Awaitable[SwapOutcome]]
+
+
+def _need(case: dict[str, Any], *keys: str) -> list[Any]:
+    missing = [k for k in keys if k not in case]
+    if missing:
+        raise InputError(f"input {json.dumps(case)[:80]} lacks {', '.join(missing)}")
+    return [case[k] for k in keys]
+
+
+async def _support_triage(session: Session, case: dict[str, Any]) -> SwapOutcome:
+    from tierwise.systems.support_triage import triage
+    from tierwise.systems.triage_io import read_examples, read_kb, read_tickets
+
+    (tickets,) = _need(case, "tickets")
+    report = await triage(
+        session,
+        read_tickets(Path(tickets)),
+        examples=read_examples(Path(case["examples"])) if case.get("examples") else None,
+        kb=read_kb(Path(case["kb"])) if case.get("kb") else None,
+    )
+    lines = "\n".join(json.dumps(item.to_line()) for item in report.items)
+    return SwapOutcome(lines, report.accuracy)
+
+
+async def _computer_use(session: Session, case: dict[str, Any]) -> SwapOutcome:
+    from tierwise.systems.computer_use import run
+
+    url, goal = _need(case, "url", "goal")
+    result = await run(session, url, goal, max_steps=int(case.get("max_steps", 10)))
+    data = result.to_dict()
+    return SwapOutcome(json.dumps(data.get("steps", []))[:6000], 1.0 if data.get("success") else 0.0)
+
+
+ADAPTERS: dict[str, Adapter] = {
+    "support-triage": _support_triage,
+    "computer-use": _computer_use,
+}
+
+
+def _read_inputs(paths: list[Path]) -> list[dict[str, Any]]:
+    cases: list[dict[str, Any]] = []
+    for path in paths:
+        if not path.is_file():
+            raise fail(f"inputs file {str(path)!r} not found: pass JSONL, one JSON object per input")
+        for n, line in enumerate(path.read_text("utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                case = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise fail(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+            if not isinstance(case, dict):
+                raise fail(f"{path}:{n}: each line must be a JSON object with the system's arguments")
+            cases.append(case)
+    if not cases:
+        raise fail("--inputs holds no inputs: one JSON object per line")
+    return cases
+
+
+def register(eval_app: typer.Typer) -> None:
+    @eval_app.command("swap")
+    def swap(
+        system: Annotated[str, typer.Option(help=f"one of {', '.join(ADAPTERS)}")],
+        layer: Annotated[str, typer.Option(help="planning, execution or validation")],
+        to: Annotated[str, typer.Option("--to", help="the tier that takes the layer over")],
+        inputs: Annotated[
+            list[Path], typer.Option(help="JSONL files, one object of system arguments per line")
+        ],
+        judge: Annotated[
+            bool | None, typer.Option("--judge/--no-judge", help="force the large-tier judge")
+        ] = None,
+        budget: Annotated[float | None, typer.Option(help="cap for the judge's run, in USD")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    ) -> None:
+        """Run the same inputs as configured and with LAYER moved to TIER; compare quality and cost."""
+        if system not in ADAPTERS:
+            raise fail(f"unknown system {system!r}: use one of {', '.join(ADAPTERS)}")
+        try:
+            which = Layer(layer)
+        except ValueError:
+            raise fail(f"unknown layer {layer!r}: use planning, execution or validation") from None
+        tier = guarded(lambda: parse_tier(to))
+        if budget is not None and budget <= 0:
+            raise fail("--budget must be greater than 0")
+        cases = _read_inputs(inputs)
+        config = guarded(load_config)
+        adapter = ADAPTERS[system]
+
+        async def go() -> dict[str, Any]:
+            async with Session(config) as s:
+                report = await swap_experiment(
+                    s,
+                    adapter,
+                    cases,
+                    layer=which,
+                    to_tier=tier,
+                    system=system,
+                    judge=judge,
+                    budget_usd=budget,
+                )
+                return report.to_dict()
+
+        data = run_async(go)
+        if as_json:
+            print_json(data)
+            return
+        table = Table("arm", "quality", "cost")
+        for arm in ("baseline", "swapped"):
+            q = data[arm]["quality"]
+            table.add_row(arm, "-" if q is None else f"{q:.3f}", f"${data[arm]['cost_usd']:.6f}")
+        console.print(table)
+        lo, hi = data["quality_diff_ci95"]
+        diff = data["quality_diff"]
+        if diff is not None:
+            console.print(
+                f"quality difference {diff:+.3f} (95% CI {lo:+.3f} … {hi:+.3f}), quality from the "
+                f"{data['quality_source']}; cost ratio {data['cost_ratio'] or 0:.3f}",
+                highlight=False,
+            )
+        for err in data["errors"]:
+            console.print(f"[yellow]{err}[/]")
