@@ -91,6 +91,7 @@ class Ledger:
         self._queue: SimpleQueue[_Item] = SimpleQueue()
         self._error: LedgerError | None = None
         self._error_lock = threading.Lock()
+        self._wake = threading.Event()
         self._closed = False
         self._thread = threading.Thread(target=self._writer, name="tierwise-ledger-writer", daemon=True)
         self._thread.start()
@@ -137,6 +138,7 @@ class Ledger:
             return
         done = threading.Event()
         self._queue.put((_FLUSH, done.set))
+        self._wake.set()
         while not done.wait(1.0):
             if not self._thread.is_alive():
                 raise LedgerError(f"the ledger writer thread for {self.display_url} stopped unexpectedly")
@@ -155,6 +157,7 @@ class Ledger:
                 future.set_result(None)
 
         self._queue.put((_FLUSH, lambda: loop.call_soon_threadsafe(resolve)))
+        self._wake.set()
         await future
         self._raise_pending()
 
@@ -165,6 +168,7 @@ class Ledger:
         self._closed = True
         atexit.unregister(self._atexit)
         self._queue.put((_STOP, None))
+        self._wake.set()
         self._thread.join()
         self._engine.dispose()
         self._raise_pending()
@@ -198,18 +202,17 @@ class Ledger:
     def _writer(self) -> None:
         queue, batch_size, interval = self._queue, self._batch_size, self._flush_interval_s
         while True:
-            item = queue.get()
-            batch: list[_Item] = []
-            deadline = time.monotonic() + interval
-            # Gather for up to flush_interval_s so a steady trickle becomes few transactions;
-            # a flush or stop request ends the gathering at once.
-            while True:
-                batch.append(item)
-                if item[0] >= _FLUSH or len(batch) >= batch_size:
-                    break
-                timeout = deadline - time.monotonic()
+            item = queue.get()  # idle: sleep until something arrives
+            if item[0] < _FLUSH and queue.qsize() < batch_size:
+                # Gather for flush_interval_s so a steady trickle becomes few transactions. Waiting on an
+                # event rather than on queue.get(timeout) matters: a blocked get wakes this thread (and
+                # takes the GIL from the event loop) on every single record; a flush or stop sets it.
+                self._wake.wait(interval)
+            self._wake.clear()
+            batch: list[_Item] = [item]
+            while len(batch) < batch_size:
                 try:
-                    item = queue.get(timeout=timeout) if timeout > 0 else queue.get_nowait()
+                    batch.append(queue.get_nowait())
                 except Empty:
                     break
             try:
