@@ -29,10 +29,19 @@ def _chat_requests(server: ChaosServer) -> list[dict]:
 
 
 async def test_call_is_routed_metered_and_recorded(chaos_toml: Path, chaos_server: ChaosServer) -> None:
-    chaos_server.set_script({
-        "rules": [{"reply": {"text": "urgent", "served_model": "nano-model-2026-01-01",
-                             "usage": {"prompt_tokens": 1000, "completion_tokens": 10, "cached_tokens": 400}}}]
-    })
+    chaos_server.set_script(
+        {
+            "rules": [
+                {
+                    "reply": {
+                        "text": "urgent",
+                        "served_model": "nano-model-2026-01-01",
+                        "usage": {"prompt_tokens": 1000, "completion_tokens": 10, "cached_tokens": 400},
+                    }
+                }
+            ]
+        }
+    )
     async with Session(chaos_toml) as s:
         result = await s.call("Classify this ticket by urgency: card stolen", kind="classify")
     assert result.text == "urgent"
@@ -58,7 +67,9 @@ async def test_structured_output_is_validated(chaos_toml: Path, chaos_server: Ch
     assert body["response_format"]["json_schema"]["schema"]["required"] == ["urgency", "category"]
 
 
-async def test_invalid_output_gets_a_repair_prompt_quoting_the_error(chaos_toml: Path, chaos_server: ChaosServer) -> None:
+async def test_invalid_output_gets_a_repair_prompt_quoting_the_error(
+    chaos_toml: Path, chaos_server: ChaosServer
+) -> None:
     chaos_server.set_script({"rules": [{"times": 1, "reply": {"json": {"urgency": "high"}}}]})
     async with Session(chaos_toml) as s:
         result = await s.call("Triage: my card was stolen", kind="classify", schema=Ticket)
@@ -70,7 +81,9 @@ async def test_invalid_output_gets_a_repair_prompt_quoting_the_error(chaos_toml:
     assert statuses == ["invalid_output", "ok"]
 
 
-async def test_persistent_invalid_output_escalates_a_tier(chaos_toml: Path, chaos_server: ChaosServer) -> None:
+async def test_persistent_invalid_output_escalates_a_tier(
+    chaos_toml: Path, chaos_server: ChaosServer
+) -> None:
     chaos_server.set_script({"rules": [{"match": {"model": "nano-model"}, "reply": {"text": "not json"}}]})
     async with Session(chaos_toml) as s:
         result = await s.call("Triage: my card was stolen", kind="classify", schema=Ticket)
@@ -79,7 +92,9 @@ async def test_persistent_invalid_output_escalates_a_tier(chaos_toml: Path, chao
     with _ledger(chaos_toml) as ledger:
         calls = ledger.calls(run_id=result.run_id)
     assert [(c.model, c.status) for c in calls] == [
-        ("chaos/nano", "invalid_output"), ("chaos/nano", "invalid_output"), ("chaos/mini", "ok")
+        ("chaos/nano", "invalid_output"),
+        ("chaos/nano", "invalid_output"),
+        ("chaos/mini", "ok"),
     ]
     assert result.cost_usd == pytest.approx(sum(c.cost_usd for c in calls))
 
@@ -92,7 +107,9 @@ async def test_invalid_output_at_the_top_fails_clearly(chaos_toml: Path, chaos_s
 
 
 async def test_429_is_retried_after_retry_after(chaos_toml: Path, chaos_server: ChaosServer) -> None:
-    chaos_server.set_script({"faults": [{"first": 2, "fault": {"kind": "rate_limit", "retry_after_s": 0.15}}]})
+    chaos_server.set_script(
+        {"faults": [{"first": 2, "fault": {"kind": "rate_limit", "retry_after_s": 0.15}}]}
+    )
     async with Session(chaos_toml) as s:
         started = time.perf_counter()
         result = await s.call("hello", kind="classify")
@@ -143,14 +160,18 @@ async def test_client_errors_are_not_retried(tmp_path: Path) -> None:
         assert [c.status for c in ledger.calls()] == ["error"]
 
 
-async def test_budget_too_small_is_refused_before_any_request(chaos_toml: Path, chaos_server: ChaosServer) -> None:
+async def test_budget_too_small_is_refused_before_any_request(
+    chaos_toml: Path, chaos_server: ChaosServer
+) -> None:
     async with Session(chaos_toml, budget_usd=1e-7) as s:
         with pytest.raises(BudgetExceeded, match="worst case"):
             await s.call("hello", kind="plan")
     assert _chat_requests(chaos_server) == []
 
 
-async def test_concurrent_calls_never_exceed_the_run_budget(chaos_toml: Path, chaos_server: ChaosServer) -> None:
+async def test_concurrent_calls_never_exceed_the_run_budget(
+    chaos_toml: Path, chaos_server: ChaosServer
+) -> None:
     chaos_server.set_script({"latency_s": 0.05})
     cap = 0.0015  # worst case of one nano call is ~0.00026: only a few fit at once
     async with Session(chaos_toml) as s:
@@ -170,8 +191,11 @@ async def test_secrets_never_reach_the_ledger(tmp_path: Path, chaos_server: Chao
     from tests.conftest import chaos_config
 
     toml = tmp_path / "tierwise.toml"
-    toml.write_text(chaos_config(chaos_server.base_url, f"sqlite:///{tmp_path}/l.db").replace(
-        '[ledger]\n', '[ledger]\nstore_prompts = true\n'))
+    toml.write_text(
+        chaos_config(chaos_server.base_url, f"sqlite:///{tmp_path}/l.db").replace(
+            "[ledger]\n", "[ledger]\nstore_prompts = true\n"
+        )
+    )
     secret = "sk-proj-" + "A1b2C3d4" * 6
     chaos_server.set_script({"rules": [{"reply": {"text": f"your key is {secret}"}}]})
     async with Session(toml) as s:
@@ -184,10 +208,30 @@ async def test_secrets_never_reach_the_ledger(tmp_path: Path, chaos_server: Chao
         assert secret not in (stored or "")
 
 
-async def test_remote_model_without_key_says_which_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_remote_model_without_key_says_which_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     toml = tmp_path / "tierwise.toml"
     toml.write_text(f'[ledger]\nurl = "sqlite:///{tmp_path}/l.db"\n[tiers]\nnano = "openai/gpt-5.4-nano"\n')
     async with Session(toml) as s:
         with pytest.raises(ProviderError, match="set OPENAI_API_KEY"):
             await s.call("hello", kind="classify")
+
+
+async def test_tool_calls_are_not_validated_against_the_output_schema(
+    chaos_toml: Path, chaos_server: ChaosServer
+) -> None:
+    from dataclasses import replace
+
+    from tierwise.providers import ToolSpec
+
+    chaos_server.set_script(
+        {"rules": [{"reply": {"tool_calls": [{"name": "read", "arguments": {"path": "a"}}]}}]}
+    )
+    tool = ToolSpec("read", "read a file", {"type": "object", "properties": {"path": {"type": "string"}}})
+    async with Session(chaos_toml) as s:
+        task = replace(s.task("look at a", kind="tool_op", schema=Ticket), tools=(tool,))
+        result = await s.call(task)
+    assert result.output is None and [c.name for c in result.tool_calls] == ["read"]
+    assert result.attempts == 1 and not result.escalations

@@ -123,7 +123,12 @@ class Runtime:
             else:
                 cost += attempt_cost
             try:
-                output = validate(completion.text, model=task.output_schema, schema=schema)
+                # A tool-calling turn is not the final answer: the schema applies once the model answers.
+                output = (
+                    None
+                    if completion.tool_calls
+                    else validate(completion.text, model=task.output_schema, schema=schema)
+                )
             except OutputInvalid as bad:
                 self._record(
                     task,
