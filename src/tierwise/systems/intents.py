@@ -24,7 +24,7 @@ from sklearn.svm import LinearSVC
 OUT_OF_SCOPE = "out_of_scope"
 OOS_NAMES = frozenset({"oos", "out_of_scope", "out-of-scope"})  # example categories meaning "none of them"
 EMBED_BATCH = 256
-_VERSION = "intents-v1"  # part of the cache key: bump when features or thresholds change
+_VERSION = "intents-v2"  # part of the cache key: bump when features or thresholds change
 
 Embed = Callable[[list[str]], Awaitable[np.ndarray]]  # texts → (n, d) unit vectors, metered by the caller
 
@@ -100,6 +100,10 @@ class IntentClassifier:
     fast_threshold: float  # stage-1 margin needed to answer without e5
     oos_threshold: float  # stage-2 nearest-example cosine below which a message is out of scope
     train_e5: np.ndarray  # in-scope examples' e5 vectors, for the distance test
+    # Stage 1 may answer only messages that look like the examples: a confident n-gram margin alone
+    # would send an out-of-scope message ("weather in Paris?") to whichever label shares a word with it.
+    train_static: np.ndarray = field(default_factory=lambda: np.zeros((0, 64), dtype=np.float32))
+    static_oos_threshold: float = -1.0
     info: dict[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -119,7 +123,7 @@ class IntentClassifier:
         labels = sorted(set(cats[~is_oos]))
         if len(labels) < 2:
             raise ValueError(f"need examples of at least 2 intents, got {len(labels)}")
-        static = static_embed(texts)
+        static = _unit(static_embed(texts))
         e5 = await embed_batched(embed, texts)
         # Hold out a fifth of the in-scope examples (stratified) to fit the two thresholds.
         rng = np.random.default_rng(seed)
@@ -132,7 +136,7 @@ class IntentClassifier:
         feats = _Features([texts[i] for i in np.nonzero(~is_oos)[0]])
         y = np.array([labels.index(c) if c in labels else -1 for c in cats])
         info: dict[str, float] = {"examples": float(len(texts)), "labels": float(len(labels))}
-        fast_t, oos_t = float("inf"), -1.0
+        fast_t, oos_t, static_t = float("inf"), -1.0, -1.0
         if held.any():
             tx = [texts[i] for i in np.nonzero(fit_mask)[0]]
             f1 = LinearSVC(C=0.5).fit(feats(tx, static[fit_mask]), y[fit_mask])
@@ -145,6 +149,7 @@ class IntentClassifier:
                 ox = [texts[i] for i in np.nonzero(is_oos)[0]]
                 _, om = _margins(f1, feats(ox, static[is_oos]))
                 fast_t = max(fast_t, float(np.quantile(om, 0.95)))
+            static_t = float(np.quantile(_nearest(static[held], static[fit_mask]), oos_quantile))
             near_in = _nearest(e5[held], e5[fit_mask])
             oos_t = float(np.quantile(near_in, oos_quantile))
             if is_oos.any():
@@ -157,17 +162,19 @@ class IntentClassifier:
         tx = [texts[i] for i in np.nonzero(keep)[0]]
         fast = LinearSVC(C=0.5).fit(feats(tx, static[keep]), y[keep])
         strong = LinearSVC(C=0.5).fit(feats(tx, static[keep], e5[keep]), y[keep])
-        info.update(fast_threshold=fast_t, oos_threshold=oos_t)
-        return cls(labels, feats, fast, strong, fast_t, oos_t, e5[keep], info)
+        info.update(fast_threshold=fast_t, oos_threshold=oos_t, static_oos_threshold=static_t)
+        return cls(labels, feats, fast, strong, fast_t, oos_t, e5[keep], static[keep], static_t, info)
 
     async def predict(self, texts: Sequence[str], embed: Embed) -> tuple[list[Prediction], np.ndarray | None]:
         """Predictions in input order, and the e5 vectors of the messages that reached stage 2."""
         texts = list(texts)
-        static = static_embed(texts)
+        static = _unit(static_embed(texts))
         pred, margin = _margins(self.fast, self.features(texts, static))
         out: list[Prediction | None] = [None] * len(texts)
-        unsure = np.nonzero(margin < self.fast_threshold)[0]
-        for i in np.nonzero(margin >= self.fast_threshold)[0]:
+        familiar = _nearest(static, self.train_static) >= self.static_oos_threshold
+        sure = (margin >= self.fast_threshold) & familiar
+        unsure = np.nonzero(~sure)[0]
+        for i in np.nonzero(sure)[0]:
             out[i] = Prediction(self.labels[self.fast.classes_[pred[i]]], float(margin[i]), "static")
         e5_all: np.ndarray | None = None
         if len(unsure):
@@ -183,6 +190,10 @@ class IntentClassifier:
                     label if near[j] >= self.oos_threshold else OUT_OF_SCOPE, float(near[j]), "e5"
                 )
         return [p for p in out if p is not None], e5_all
+
+
+def _unit(m: np.ndarray) -> np.ndarray:
+    return (m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-9)).astype(np.float32)
 
 
 def _nearest(queries: np.ndarray, bank: np.ndarray, chunk: int = 2048) -> np.ndarray:
