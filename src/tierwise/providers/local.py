@@ -78,6 +78,19 @@ class _Engine:
             )
 
 
+_GRAMMAR_UNSAFE = frozenset({"maxLength", "minLength", "pattern", "format"})
+
+
+def _grammar_schema(schema: Any) -> Any:
+    """The schema without string-length/pattern limits, which llama.cpp unrolls into huge grammars (and
+    can crash on); the runtime still validates the full schema, so a violation gets a repair round."""
+    if isinstance(schema, dict):
+        return {k: _grammar_schema(v) for k, v in schema.items() if k not in _GRAMMAR_UNSAFE}
+    if isinstance(schema, list):
+        return [_grammar_schema(v) for v in schema]
+    return schema
+
+
 def _tool_schema(tools: tuple[ToolSpec, ...]) -> dict[str, Any]:
     """One grammar for 'call one of these tools or answer': the model's choice stays well-formed."""
     branches: list[dict[str, Any]] = [
@@ -135,9 +148,9 @@ class LocalProvider:
         engine = await asyncio.to_thread(_Engine.get)
         messages = _flatten([m.to_openai() for m in request.messages])
         if request.json_schema is not None:
-            schema, mode = request.json_schema, "schema"
+            schema, mode = _grammar_schema(request.json_schema), "schema"
         elif request.tools:
-            schema, mode = _tool_schema(request.tools), "tools"
+            schema, mode = _grammar_schema(_tool_schema(request.tools)), "tools"
         else:
             schema, mode = _TEXT_SCHEMA, "text"
         temp = 0.0 if request.temperature is None else request.temperature

@@ -28,7 +28,8 @@ def _load_json(text: str) -> Any:
     if not body:
         raise OutputInvalid("the output was empty; expected a JSON value")
     try:
-        return json.loads(body)
+        # strict=False: grammar-constrained local models may emit raw control characters inside strings.
+        return json.loads(body, strict=False)
     except json.JSONDecodeError as exc:
         raise OutputInvalid(
             f"the output is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
