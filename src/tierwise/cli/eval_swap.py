@@ -54,9 +54,36 @@ async def _computer_use(session: Session, case: dict[str, Any]) -> SwapOutcome:
     return SwapOutcome(json.dumps(data.get("steps", []))[:6000], 1.0 if data.get("success") else 0.0)
 
 
+async def _pr_review(session: Session, case: dict[str, Any]) -> SwapOutcome:
+    from tierwise.systems.pr_review import review
+
+    repo, base = _need(case, "repo", "base")
+    result = await review(session, repo, base, head=case.get("head", "HEAD"))
+    return SwapOutcome(json.dumps(result.to_dict(), default=str)[:6000])  # judged
+
+
+async def _coding_assistant(session: Session, case: dict[str, Any]) -> SwapOutcome:
+    from tierwise.systems.coding_assistant import run
+
+    repo, request = _need(case, "repo", "request")
+    return SwapOutcome((await run(session, repo, request)).to_markdown()[:6000])  # judged
+
+
+async def _research(session: Session, case: dict[str, Any]) -> SwapOutcome:
+    from tierwise.systems.research import run
+
+    sources, question = _need(case, "sources", "question")
+    return SwapOutcome((await run(session, sources, question)).to_markdown()[:6000])  # judged
+
+
+# One adapter per system: an input is one JSON object of that system's arguments. Systems that can tell
+# their own quality (triage accuracy, computer-use success) report it; the others are judged.
 ADAPTERS: dict[str, Adapter] = {
+    "coding-assistant": _coding_assistant,
+    "pr-review": _pr_review,
     "support-triage": _support_triage,
     "computer-use": _computer_use,
+    "research": _research,
 }
 
 
