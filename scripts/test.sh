@@ -21,7 +21,7 @@ fi
 export TIERWISE_TEST_POSTGRES_URL="${TIERWISE_TEST_POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/test}"
 
 set +e
-python -m pytest -q -p no:cacheprovider "$@"
+python -m pytest -q -p no:cacheprovider --durations=15 "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then

@@ -199,3 +199,22 @@ async def test_budget_exhaustion_stops_the_run(chaos_toml: Path, chaos_server: C
         calls = ledger.calls(run.id)
     assert run.status == "failed" and {"__plan__", "find", "label", "judge"} <= set(steps)
     assert calls[-1].status == "refused" and sum(c.cost_usd or 0 for c in calls) <= 0.02
+
+
+async def test_synthesis_that_stays_invalid_falls_back_to_the_step_results(
+    chaos_toml: Path, chaos_server: ChaosServer
+) -> None:
+    script = plan_script()
+    script["rules"][1] = {
+        "match": {"model": "large-model", "system_contains": "final answer"},
+        "reply": {"text": '{"answer": "cut off'},
+    }
+    chaos_server.set_script(script)
+    async with Session(chaos_toml) as s:
+        result = await orchestrate(s, "Summarize the TODOs")
+    d = result.to_dict()
+    assert d["answer"].startswith("No synthesis could be written") and "label" in d["answer"]
+    assert any("synthesis failed" in w for w in d["warnings"])
+    with _ledger(chaos_toml) as ledger:
+        steps = {s.step_id: s.status for s in ledger.steps(result.run_id)}
+    assert steps["__final__"] == "failed" and steps["label"] == "ok"

@@ -502,6 +502,7 @@ def test_cli_budget_too_small_fails_clearly(
 # the embedded default: no config beyond the ledger, no key, no network
 
 
+@pytest.mark.timeout(900)  # a 135M model on 2 shared cores
 async def test_embedded_default_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("llama_cpp")
     toml = tmp_path / "tierwise.toml"

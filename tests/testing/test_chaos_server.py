@@ -329,7 +329,9 @@ async def test_latency_is_concurrent_not_serial(server: ChaosServer) -> None:
         started = time.perf_counter()
         await asyncio.gather(*(one() for _ in range(100)))
         elapsed = time.perf_counter() - started
-        assert 0.4 <= elapsed < 1.2
+        # Serial handling would take 100 × 0.2 = 20 s; overlapping takes ~0.4 s. The bound leaves room for
+        # a loaded 2-core machine (speed itself is measured in bench/, not here).
+        assert 0.4 <= elapsed < 5.0
 
 
 async def test_rule_latency_and_per_token_latency(server: ChaosServer) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tierwise.errors import BudgetExceeded, InputError
+from tierwise.errors import BudgetExceeded, InputError, InvalidOutput
 from tierwise.ledger.records import RunRecord, StepRecord
 from tierwise.orchestration.executor import EventFn, ExecLimits, Executor, StepOutcome
 from tierwise.orchestration.plan import FINAL_STEP, PLAN_STEP, Plan, PlanLimits, validate_plan
@@ -233,6 +233,16 @@ class _Orchestration:
             answer = await self._synthesize(ex, plan, outcomes)
         return await self._result(plan, ex.outcomes, tiers, reasons, fallback, answer, stored is not None)
 
+    async def _unsynthesized(self, outcomes: dict[str, StepOutcome], exc: InvalidOutput) -> str:
+        self.warnings.append(f"final QA and synthesis failed, the answer lists the step results: {exc}")
+        parts = [f"- {sid}: {(o.output or '').strip()[:500]}" for sid, o in outcomes.items()]
+        answer = "No synthesis could be written; the steps returned:\n" + "\n".join(parts)
+        assert self.ledger is not None
+        rec = StepRecord(self.run.id, FINAL_STEP, "failed", output=answer, error=str(exc)[:500])
+        await self.ledger.record_step_durable(rec)
+        self._emit("done", FINAL_STEP)
+        return answer
+
     async def _synthesize(self, ex: Executor, plan: Plan, outcomes: dict[str, StepOutcome]) -> str:
         reruns = 0
         cost = 0.0
@@ -245,6 +255,10 @@ class _Orchestration:
                     f"step {FINAL_STEP!r} (final QA and synthesis) stopped: {exc}; finished steps are kept; "
                     f"continue with `tierwise resume {self.run.id}` and a larger --budget"
                 ) from exc
+            except InvalidOutput as exc:
+                # No model in reach wrote a valid synthesis (the embedded 135M model often cannot): the
+                # answer falls back to the step results themselves, and the run says so.
+                return await self._unsynthesized(outcomes, exc)
             cost += result.cost_usd or 0.0
             if not verdict.rerun or reruns >= self.opts.max_reruns:
                 break
