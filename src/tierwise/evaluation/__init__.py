@@ -1,0 +1,1 @@
+"""Evaluation: outcome datasets, routing metrics, offline replay, reports, shadow checks, layer swap."""

@@ -1,0 +1,91 @@
+"""Cost–quality metrics for routers: the frontier hull, RouterBench's AIQ, RouteLLM's PGR / APGR / CPT.
+
+Definitions follow the papers' code: AIQ integrates the non-decreasing convex hull of a router's
+(cost, quality) points, extended flat to the costliest single model, divided by that cost; APGR integrates
+the performance gap recovered over the share of strong calls at 10 quantile thresholds (trapezoid rule).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from tierwise.routing.frontier import Point, aiq, apgr, cpt, hull, pgr, routellm_curve
+from tierwise.routing.outcomes import Outcomes
+
+__all__ = [
+    "Point",
+    "aiq",
+    "apgr",
+    "apgr_of_scores",
+    "best_single",
+    "costliest_single",
+    "cpt",
+    "hull",
+    "oracle_choice",
+    "oracle_point",
+    "oracle_strong_score",
+    "pgr",
+    "point_of",
+    "quality_at",
+    "random_strong_score",
+    "routellm_curve",
+    "single_points",
+]
+
+
+def point_of(data: Outcomes, choice: np.ndarray, label: str = "") -> Point:
+    """The point of routing row ``i`` to model ``choice[i]`` (one call per prompt)."""
+    rows = np.arange(data.n)
+    return Point(float(data.costs[rows, choice].mean()), float(data.scores[rows, choice].mean()), label)
+
+
+def single_points(data: Outcomes) -> list[Point]:
+    q, c = data.mean_quality(), data.mean_cost()
+    return [Point(float(c[j]), float(q[j]), m) for j, m in enumerate(data.models)]
+
+
+def best_single(data: Outcomes) -> Point:
+    """The single model with the best quality (the cheaper one on a tie)."""
+    return max(single_points(data), key=lambda p: (p.quality, -p.cost))
+
+
+def costliest_single(data: Outcomes) -> Point:
+    return max(single_points(data), key=lambda p: p.cost)
+
+
+def oracle_choice(data: Outcomes) -> np.ndarray:
+    """Per prompt, the cheapest of the models with the best score: the unreachable upper reference."""
+    best = data.scores.max(axis=1, keepdims=True)
+    masked = np.where(data.scores >= best, data.costs, np.inf)
+    return np.argmin(masked, axis=1)
+
+
+def oracle_point(data: Outcomes) -> Point:
+    return point_of(data, oracle_choice(data), "oracle")
+
+
+def quality_at(points: Sequence[Point], max_cost: float) -> Point | None:
+    """The best configuration a router actually ran at mean cost <= ``max_cost`` (no interpolation)."""
+    within = [p for p in points if p.cost <= max_cost * (1 + 1e-9)]
+    return max(within, key=lambda p: (p.quality, -p.cost)) if within else None
+
+
+# ---- RouteLLM references: two models, cost = share of strong calls --------------------------------------
+def oracle_strong_score(data: Outcomes) -> np.ndarray:
+    """The two-model oracle: strong exactly when only the strong model is right."""
+    s, w = data.strong_weak()
+    return ((data.scores[:, s] > 0.5) & (data.scores[:, w] <= 0.5)).astype(np.float64)
+
+
+def random_strong_score(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random(n)
+
+
+def apgr_of_scores(data: Outcomes, strong_score: np.ndarray, n_thresholds: int = 10) -> float:
+    """APGR of a two-model router given its per-prompt preference for the strong model."""
+    s, w = data.strong_weak()
+    curve = routellm_curve(strong_score, data.scores[:, w], data.scores[:, s], n_thresholds)
+    q = data.mean_quality()
+    return apgr(curve, float(q[w]), float(q[s]))

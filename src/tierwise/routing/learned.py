@@ -1,0 +1,427 @@
+"""The learned router: predict each model's quality from a prompt embedding, pick by quality − λ·cost.
+
+``LearnedModel`` is the trained artifact (fit on ``Outcomes``, saved as one pickle-free ``.npz``);
+``LearnedRouter`` deploys it behind the ``Router`` protocol for the models of a user's catalog.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tierwise.errors import ConfigError, InputError, RoutingError
+from tierwise.models.catalog import Catalog
+from tierwise.models.spec import Capability, ModelSpec
+from tierwise.routing.base import Router
+from tierwise.routing.features import embed_cached, get_embedder
+from tierwise.routing.frontier import Point, aiq, apgr, routellm_curve
+from tierwise.routing.outcomes import Outcomes, fold_indices
+from tierwise.routing.predictors import Predictor, candidates
+from tierwise.routing.task import Decision, Task
+from tierwise.tiers import TaskKind, Tier
+
+log = logging.getLogger(__name__)
+
+FORMAT = "tierwise-learned-router/1"
+# λ is in quality per cost of the costliest model; this grid spans "cost is free" to "only cost matters".
+LAMBDAS = np.concatenate([[0.0], np.geomspace(1e-3, 1e3, 121), [np.inf]])
+
+
+@dataclass
+class LearnedModel:
+    """Per-model quality predictor plus the cost scale and the λ it routes at."""
+
+    models: tuple[str, ...]
+    costs: np.ndarray  # mean cost per call of each model on the training data
+    cost_unit: str
+    embedder: str
+    predictor: Predictor
+    lam: float = 0.0
+    large: tuple[str, ...] = ()  # models that count as the large tier for target_large_share
+    calib_q: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # out-of-fold predictions
+    selection: dict[str, float] = field(default_factory=dict)  # CV score of each candidate predictor
+    n_train: int = 0
+
+    # ---- training ------------------------------------------------------------------------------------
+    @classmethod
+    def fit(
+        cls,
+        data: Outcomes,
+        *,
+        embedder: str = "static",
+        choices: Sequence[Predictor] | None = None,
+        folds: int = 5,
+        seed: int = 0,
+        features: np.ndarray | None = None,
+    ) -> LearnedModel:
+        """Fit on outcomes; the predictor is chosen by cross-validation on the training data only.
+
+        The criterion is AIQ of the λ sweep, or for two models RouteLLM's APGR (its metric of record,
+        which, unlike AIQ, is not dominated by the area both models share).
+        Folds keep groups whole when there are at least ``folds`` groups (MMLU subjects), so the choice
+        rewards predictors that carry over to unseen subjects. ``features`` skips embedding (precomputed).
+        """
+        x = features if features is not None else embed_cached(list(data.prompts), embedder)
+        with _one_blas_thread():  # small solves: threads only add overhead, and contend on 2 cores
+            return cls._fit(data, x, embedder, choices, folds, seed)
+
+    @classmethod
+    def _fit(
+        cls,
+        data: Outcomes,
+        x: np.ndarray,
+        embedder: str,
+        choices: Sequence[Predictor] | None,
+        folds: int,
+        seed: int,
+    ) -> LearnedModel:
+        if len(x) != data.n:
+            raise InputError(f"{len(x)} feature rows for {data.n} prompts")
+        costs = data.mean_cost()
+        options = list(choices or candidates())
+        by_group = len(set(data.groups)) >= folds
+        k = max(2, min(folds, data.n // 10))
+        # Which subjects share a fold moves held-out scores a lot, so grouped data gets two partitions.
+        partitions = [
+            fold_indices(data, k, seed=seed + r, by_group=by_group) for r in range(2 if by_group else 1)
+        ]
+        max_cost = float(costs.max())
+        cache: dict[tuple[str, int], np.ndarray] = {}
+
+        def out_of_fold(kind: str, params: dict[str, float], r: int) -> np.ndarray:
+            key = (Predictor(kind, params).label, r)
+            if key not in cache:
+                oof = np.zeros(data.scores.shape)
+                for train_idx, test_idx in partitions[r]:
+                    p = Predictor(kind, dict(params)).fit(x[train_idx], data.scores[train_idx])
+                    oof[test_idx] = p.predict(x[test_idx])
+                cache[key] = oof
+            return cache[key]
+
+        def predictions(option: Predictor, r: int) -> np.ndarray:
+            if option.kind == "blend":  # reuse the components' out-of-fold predictions
+                return 0.5 * (
+                    out_of_fold("logreg", {"C": option.params.get("C", 0.1)}, r)
+                    + out_of_fold("knn", {"k": option.params.get("k", 50)}, r)
+                )
+            return out_of_fold(option.kind, option.params, r)
+
+        best: tuple[float, Predictor] | None = None
+        selection: dict[str, float] = {}
+        for option in options:
+            score = float(
+                np.mean(
+                    [
+                        _selection_score(predictions(option, r), data, costs, max_cost)
+                        for r in range(len(partitions))
+                    ]
+                )
+            )
+            selection[option.label] = round(score, 6)
+            if best is None or score > best[0]:
+                best = (score, option)
+        assert best is not None
+        _, chosen = best
+        oof = predictions(chosen, 0)
+        predictor = Predictor(chosen.kind, dict(chosen.params)).fit(x, data.scores)
+        model = cls(
+            models=data.models,
+            costs=costs,
+            cost_unit=data.cost_unit,
+            embedder=embedder,
+            predictor=predictor,
+            large=(data.models[int(np.argmax(costs))],),
+            calib_q=oof.astype(np.float32),
+            selection=selection,
+            n_train=data.n,
+        )
+        model.lam = model.default_lambda(data)
+        return model
+
+    def default_lambda(self, data: Outcomes) -> float:
+        """The largest λ whose cross-validated quality still matches the best single model's."""
+        target = float(data.mean_quality().max())
+        rows = np.arange(data.n)
+        ok = [
+            lam
+            for lam in LAMBDAS
+            if data.scores[rows, self.choose(self.calib_q, lam)].mean() >= target - 1e-12
+        ]
+        return float(max(ok)) if ok else 0.0
+
+    # ---- prediction -----------------------------------------------------------------------------------
+    def features(self, texts: Sequence[str], *, cache: bool = True) -> np.ndarray:
+        if cache:
+            return embed_cached(list(texts), self.embedder)
+        return get_embedder(self.embedder).embed(list(texts))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.predictor.predict(x)
+
+    @property
+    def norm_costs(self) -> np.ndarray:
+        top = float(self.costs.max())
+        return self.costs / top if top > 0 else self.costs
+
+    def choose(self, q: np.ndarray, lam: float | None = None) -> np.ndarray:
+        """Per row, the model with the best predicted quality − λ·cost (λ=inf: the cheapest model)."""
+        lam = self.lam if lam is None else lam
+        if np.isinf(lam):
+            return np.full(len(q), int(np.argmin(self.costs)))
+        # Ties (equal utility) go to the cheaper model: subtract a hair of cost.
+        return np.argmax(q - (lam + 1e-9) * self.norm_costs, axis=1)
+
+    def calibrate(
+        self,
+        *,
+        target_cost: float | None = None,
+        target_large_share: float | None = None,
+        texts: Sequence[str] | None = None,
+        large: Sequence[str] | None = None,
+    ) -> float:
+        """Set λ so the expected cost per call (or the share of calls to the large tier) meets a target.
+
+        RouteLLM's threshold calibration, for N models: on calibration prompts (``texts``, else the
+        training prompts' out-of-fold predictions) take the smallest λ (the best quality) that keeps the
+        estimated mean cost <= ``target_cost`` (in the training data's unit) or the share of calls to
+        ``large`` models (default: the costliest) <= ``target_large_share``.
+        """
+        if (target_cost is None) == (target_large_share is None):
+            raise InputError("calibrate needs exactly one of target_cost= or target_large_share=")
+        q = self.predict(self.features(texts)) if texts is not None else self.calib_q
+        if len(q) == 0:
+            raise InputError("no calibration prompts: pass texts= (e.g. a sample of your own traffic)")
+        big = set(large or self.large)
+        unknown = big - set(self.models)
+        if unknown:
+            raise InputError(f"large models {sorted(unknown)} are not among the trained {list(self.models)}")
+        big_idx = np.array([m in big for m in self.models])
+        for lam in LAMBDAS:
+            pick = self.choose(q, lam)
+            value = self.costs[pick].mean() if target_cost is not None else big_idx[pick].mean()
+            if value <= (target_cost if target_cost is not None else target_large_share) + 1e-12:  # type: ignore[operator]
+                self.lam = float(lam)
+                return self.lam
+        self.lam = float(np.inf)  # even the cheapest model alone misses the target: route everything there
+        return self.lam
+
+    # ---- persistence -----------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """One ``.npz`` file: arrays plus a JSON header; loads with ``allow_pickle=False``."""
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
+        meta = {
+            "format": FORMAT,
+            "models": list(self.models),
+            "cost_unit": self.cost_unit,
+            "embedder": self.embedder,
+            "predictor": {"kind": self.predictor.kind, "params": self.predictor.params},
+            "lam": None if np.isinf(self.lam) else self.lam,
+            "large": list(self.large),
+            "selection": self.selection,
+            "n_train": self.n_train,
+        }
+        arrays = {f"p_{k}": v for k, v in self.predictor.arrays.items()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(
+            path, meta=np.array(json.dumps(meta)), costs=self.costs, calib_q=self.calib_q, **arrays
+        )
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> LearnedModel:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"learned router file not found: {path} (create it with `tierwise eval train`)")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigError(f"{path} is not a tierwise learned router file ({exc})") from None
+        if meta.get("format") != FORMAT:
+            raise ConfigError(
+                f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}; re-run eval train"
+            )
+        pred = Predictor(meta["predictor"]["kind"], meta["predictor"]["params"])
+        pred.arrays = {k[2:]: v for k, v in arrays.items() if k.startswith("p_")}
+        lam = meta["lam"]
+        return cls(
+            models=tuple(meta["models"]),
+            costs=arrays["costs"],
+            cost_unit=meta["cost_unit"],
+            embedder=meta["embedder"],
+            predictor=pred,
+            lam=float("inf") if lam is None else float(lam),
+            large=tuple(meta["large"]),
+            calib_q=arrays["calib_q"],
+            selection=meta["selection"],
+            n_train=int(meta["n_train"]),
+        )
+
+
+class LearnedRouter:
+    """A ``LearnedModel`` deployed on a catalog: trained model names map to catalog ids.
+
+    Catalog models the router was not trained on are never picked by it; tasks none of the mapped models
+    can take (pinned to another model or tier, or needing a capability they lack) go to ``fallback``.
+    """
+
+    name = "learned"
+
+    def __init__(
+        self,
+        model: LearnedModel,
+        catalog: Catalog,
+        mapping: Mapping[str, str] | None = None,
+        *,
+        fallback: Router | None = None,
+        lam: float | None = None,
+    ) -> None:
+        self.model = model
+        self.catalog = catalog
+        self.fallback = fallback
+        self.lam = model.lam if lam is None else lam
+        mapping = dict(mapping) if mapping is not None else {m: m for m in model.models if m in catalog}
+        unknown = sorted(set(mapping) - set(model.models))
+        if unknown:
+            raise ConfigError(
+                f"learned router mapping names models it was not trained on: {unknown}; "
+                f"trained on: {list(model.models)}"
+            )
+        self.specs: dict[int, ModelSpec] = {
+            model.models.index(trained): catalog.get(target) for trained, target in mapping.items()
+        }
+        if not self.specs:
+            raise ConfigError(
+                f"none of the learned router's models {list(model.models)} maps to the catalog: "
+                "give a mapping such as {'gpt-4-1106-preview': 'openai/gpt-5.4'}"
+            )
+        self._all = np.array(sorted(self.specs), dtype=np.int64)
+        covered = {s.id for s in self.specs.values()}
+        untrained = sorted(s.id for s in catalog if s.id not in covered and not s.has(Capability.EMBEDDINGS))
+        if untrained:
+            warnings.warn(
+                f"learned router was not trained on {', '.join(untrained)}: tasks that need them go to the "
+                f"{getattr(fallback, 'name', 'fallback')} router",
+                stacklevel=2,
+            )
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | Path,
+        catalog: Catalog,
+        mapping: Mapping[str, str] | None = None,
+        *,
+        fallback: Router | None = None,
+    ) -> LearnedRouter:
+        """What ``[routing] learned_model = FILE`` deploys: a saved model on the user's catalog."""
+        return cls(LearnedModel.load(path), catalog, mapping, fallback=fallback)
+
+    def route(self, task: Task) -> Decision:
+        return self.decide(task, self.model.features([task.text], cache=False)[0])
+
+    def decide(self, task: Task, vector: np.ndarray) -> Decision:
+        """The decision once the task's embedding is known (the part that must stay well under 1 ms)."""
+        plain = task.model is None and task.tier is None and not task.requires and not task.tools
+        plain = plain and task.output_schema is None and task.json_schema is None
+        cols = self._all if plain else np.array(self._eligible(task), dtype=np.int64)
+        if len(cols) == 0:
+            return self._fall_back(task, "no model it was trained on can take this task")
+        q = self.model.predict(vector)[0]
+        cost = self.model.norm_costs[cols]
+        if np.isinf(self.lam):
+            order = np.argsort(cost, kind="stable")
+        else:
+            # Ties (equal utility) go to the cheaper model: a hair of extra cost breaks them.
+            order = np.argsort(-(q[cols] - (self.lam + 1e-9) * cost), kind="stable")
+        ranked = cols[order]
+        best = int(ranked[0])
+        spec = self.specs[best]
+        lam = "inf" if np.isinf(self.lam) else f"{self.lam:.3g}"
+        reason = f"learned: predicted quality {q[best]:.2f} for {spec.id} at λ={lam}"
+        if len(ranked) > 1:
+            reason += f" (next: {self.specs[int(ranked[1])].id} {q[int(ranked[1])]:.2f})"
+        return Decision(
+            tier=spec.tier,
+            model=spec.id,
+            reason=reason,
+            kind=task.kind or kind_for_tier(spec.tier),
+            confidence=float(q[best]),
+            alternatives=tuple(self.specs[int(j)].id for j in ranked[1:]),
+            router=self.name,
+        )
+
+    def _eligible(self, task: Task) -> list[int]:
+        needed = set(task.requires)
+        if task.tools:
+            needed.add(Capability.TOOLS)
+        if task.output_schema is not None or task.json_schema is not None:
+            needed.add(Capability.JSON_SCHEMA)
+        out = []
+        for j, spec in self.specs.items():
+            if task.model is not None and self.catalog.find(task.model) is not spec:
+                continue
+            if task.tier is not None and spec.tier is not task.tier:
+                continue
+            if needed - set(spec.capabilities):
+                continue
+            out.append(j)
+        return out
+
+    def _fall_back(self, task: Task, why: str) -> Decision:
+        if self.fallback is None:
+            raise RoutingError(f"learned router: {why}, and no fallback router is configured")
+        log.warning("learned router: %s; using the %s router", why, self.fallback.name)
+        d = self.fallback.route(task)
+        return Decision(
+            d.tier,
+            d.model,
+            f"learned: {why}; {self.fallback.name}: {d.reason}",
+            d.kind,
+            d.confidence,
+            d.alternatives,
+            d.router,
+        )
+
+
+def _one_blas_thread() -> AbstractContextManager[object]:
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # scikit-learn brings it; without it, fitting is only slower
+        return nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def kind_for_tier(tier: Tier) -> TaskKind:
+    """A task without a kind is recorded under a representative kind of the tier it was routed to."""
+    return {Tier.LARGE: TaskKind.AMBIGUOUS, Tier.MINI: TaskKind.TOOL_OP, Tier.NANO: TaskKind.PREPROCESS}[tier]
+
+
+def _selection_score(q: np.ndarray, data: Outcomes, costs: np.ndarray, max_cost: float) -> float:
+    """How well predictions ``q`` route their own rows: APGR for two models, else AIQ of the λ sweep."""
+    if len(data.models) == 2:
+        strong, weak = data.strong_weak()
+        qs = data.mean_quality()
+        if qs[strong] != qs[weak]:
+            curve = routellm_curve(q[:, strong] - q[:, weak], data.scores[:, weak], data.scores[:, strong])
+            return apgr(curve, float(qs[weak]), float(qs[strong]))
+    top = float(costs.max()) or 1.0
+    rows = np.arange(data.n)
+    points = []
+    for lam in LAMBDAS:
+        if np.isinf(lam):
+            pick = np.full(len(q), int(np.argmin(costs)))
+        else:
+            pick = np.argmax(q - (lam + 1e-9) * costs / top, axis=1)
+        points.append(Point(float(data.costs[rows, pick].mean()), float(data.scores[rows, pick].mean())))
+    return aiq(points, max_cost)

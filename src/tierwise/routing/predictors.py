@@ -1,0 +1,125 @@
+"""Per-model quality predictors over prompt features, stored as plain arrays (npz-friendly, no pickle).
+
+``logreg``: one logistic regression per model on standardized features (soft labels allowed).
+``knn``: cosine nearest neighbours in the training set, their mean score shrunk toward the model's mean.
+``blend``: the mean of the two. Which one a learned router uses is chosen on held-out training folds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tierwise.errors import ConfigError
+
+KINDS = ("logreg", "knn", "blend")
+_SHRINK = 5.0  # pseudo-neighbours at the model's mean: steadies predictions from few neighbours
+
+
+@dataclass
+class Predictor:
+    """Predicts each model's quality (n, m) from features (n, d)."""
+
+    kind: str
+    params: dict[str, float] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"unknown predictor {self.kind!r}: use one of {', '.join(KINDS)}")
+
+    @property
+    def label(self) -> str:
+        inner = ",".join(f"{k}={v:g}" for k, v in sorted(self.params.items()))
+        return f"{self.kind}({inner})"
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> Predictor:
+        x = np.asarray(x, dtype=np.float32)
+        y = np.asarray(y, dtype=np.float64)
+        self.arrays = {"prior": y.mean(axis=0)}
+        if self.kind in ("logreg", "blend"):
+            self.arrays.update(_fit_logreg(x, y, float(self.params.get("C", 0.1))))
+        if self.kind in ("knn", "blend"):
+            self.arrays.update({"knn_x": _unit(x).astype(np.float32), "knn_y": y.astype(np.float32)})
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[None, :]
+        if self.kind == "logreg":
+            return self._logreg(x)
+        if self.kind == "knn":
+            return self._knn(x)
+        return 0.5 * (self._logreg(x) + self._knn(x))
+
+    def _logreg(self, x: np.ndarray) -> np.ndarray:
+        a = self.arrays
+        z = ((x - a["mean"]) / a["scale"]) @ a["coef"].T + a["intercept"]
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
+
+    def _knn(self, x: np.ndarray) -> np.ndarray:
+        a = self.arrays
+        train_x, train_y = a["knn_x"], a["knn_y"]
+        k = min(int(self.params.get("k", 50)), len(train_x))
+        sims = _unit(x) @ train_x.T
+        if k < len(train_x):
+            idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        else:
+            idx = np.broadcast_to(np.arange(len(train_x)), sims.shape)
+        total = train_y[idx].sum(axis=1)
+        return (total + _SHRINK * a["prior"]) / (k + _SHRINK)
+
+
+def candidates() -> list[Predictor]:
+    """The default search space: small, because the choice is made by cross-validation on training data."""
+    out = [Predictor("logreg", {"C": c}) for c in (0.01, 0.1)]
+    out += [Predictor("knn", {"k": k}) for k in (20, 60)]
+    out.append(Predictor("blend", {"C": 0.01, "k": 60}))
+    return out
+
+
+def _fit_logreg(x: np.ndarray, y: np.ndarray, c: float) -> dict[str, np.ndarray]:
+    """L2-regularised logistic regression per model (sklearn's objective: ½‖w‖² + C·Σ log-loss).
+
+    Newton's method in numpy: a handful of small linear solves per model, so cross-validating every
+    model of a RouterBench task takes well under a second. Soft targets (judge grades) work as they are.
+    """
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale < 1e-8] = 1.0
+    z = np.hstack([((x - mean) / scale).astype(np.float64), np.ones((len(x), 1))])
+    d = z.shape[1]
+    penalty = np.eye(d) / c
+    penalty[-1, -1] = 1e-8  # the intercept is not penalised
+    m = y.shape[1]
+    coef = np.zeros((m, d - 1), dtype=np.float64)
+    intercept = np.zeros(m, dtype=np.float64)
+    for j in range(m):
+        target = y[:, j]
+        p0 = float(np.clip(target.mean(), 1e-4, 1 - 1e-4))
+        w = np.zeros(d)
+        w[-1] = np.log(p0 / (1 - p0))
+        if target.min() != target.max():  # a model always (never) right has nothing more to learn
+            for _ in range(50):
+                p = 1.0 / (1.0 + np.exp(-np.clip(z @ w, -30, 30)))
+                grad = z.T @ (p - target) + penalty @ w
+                hess = (z * (p * (1 - p))[:, None]).T @ z + penalty
+                step = np.linalg.solve(hess, grad)
+                w -= step
+                if np.abs(step).max() < 1e-6:
+                    break
+        coef[j] = w[:-1]
+        intercept[j] = w[-1]
+    return {
+        "mean": mean.astype(np.float32),
+        "scale": scale.astype(np.float32),
+        "coef": coef,
+        "intercept": intercept,
+    }
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms == 0, 1.0, norms)
