@@ -80,6 +80,8 @@ class RoutingConfig(_Section):
     kinds: dict[str, Tier] = Field(default_factory=dict)  # kind → tier overrides
     rules: list[RuleConfig] = Field(default_factory=list)
     learned_model: str | None = None
+    # trained model name → catalog id, e.g. {"gpt-4-1106-preview" = "openai/gpt-5.4"}
+    learned_mapping: dict[str, str] = Field(default_factory=dict)
     # model id → models to try, in order, when it keeps failing (429/5xx/timeouts after retries).
     fallbacks: dict[str, list[str]] = Field(default_factory=dict)
 

@@ -1,0 +1,33 @@
+"""Routers are selectable by name in tierwise.toml."""
+
+from __future__ import annotations
+
+import pytest
+
+from tierwise.config import Config
+from tierwise.errors import ConfigError
+from tierwise.routing import Task
+from tierwise.session import build_router
+from tierwise.tiers import TaskKind, Tier
+
+TIERS = {"large": "openai/gpt-5.4", "mini": "openai/gpt-5.4-mini", "nano": "openai/gpt-5.4-nano"}
+
+
+def test_cascade_starts_on_the_cheapest_tier() -> None:
+    cfg = Config.from_dict({"tiers": TIERS, "routing": {"router": "cascade"}})
+    router = build_router(cfg, None)
+    assert router.name == "cascade"
+    d = router.route(Task("plan the migration", kind=TaskKind.PLAN))
+    assert d.tier is Tier.NANO and "cheapest" in d.reason
+
+
+def test_unknown_router_and_missing_learned_model_fail_clearly() -> None:
+    with pytest.raises(ConfigError, match="not one of policy, learned, nano, cascade"):
+        build_router(Config.from_dict({"routing": {"router": "magic"}}), None)
+    with pytest.raises(ConfigError, match="learned_model"):
+        build_router(Config.from_dict({"routing": {"router": "learned"}}), None)
+
+
+def test_nano_router_by_name() -> None:
+    router = build_router(Config.from_dict({"tiers": TIERS, "routing": {"router": "nano"}}), None)
+    assert router.name == "nano"
