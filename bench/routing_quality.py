@@ -192,7 +192,7 @@ def report(rb: Sequence[TaskScores], mmlu: MmluScores, lat: dict[str, float], se
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--embedder", default="static", choices=("static", "e5"))
+    parser.add_argument("--embedder", default="static", choices=("static", "e5", "e5+static"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="2 folds, for a smoke run")
     args = parser.parse_args(argv)

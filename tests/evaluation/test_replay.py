@@ -48,7 +48,8 @@ def test_replay_json_fields_via_cli(small_arc: Path) -> None:
     from tierwise.cli.eval_cmd import eval_app
 
     result = runner.invoke(
-        eval_app, ["replay", "--outcomes", str(small_arc), "--router", "learned", "--json"]
+        eval_app,
+        ["replay", "--outcomes", str(small_arc), "--router", "learned", "--json", "--embedder", "static"],
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -64,7 +65,16 @@ def test_two_model_replay_has_apgr_and_cpt(small_mmlu: Path) -> None:
     from tierwise.cli.eval_cmd import eval_app
 
     files = sorted(small_mmlu.glob("*.csv"))
-    args = ["replay", "--outcomes", *map(str, files[:3]), "--train", *map(str, files[3:]), "--json"]
+    args = [
+        "replay",
+        "--outcomes",
+        *map(str, files[:3]),
+        "--train",
+        *map(str, files[3:]),
+        "--json",
+        "--embedder",
+        "static",
+    ]
     result = runner.invoke(eval_app, args)
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -113,7 +123,9 @@ def test_train_writes_a_loadable_router(small_arc: Path, tmp_path: Path) -> None
     from tierwise.cli.eval_cmd import eval_app
 
     out = tmp_path / "router.npz"
-    result = runner.invoke(eval_app, ["train", "--outcomes", str(small_arc), "--out", str(out), "--json"])
+    result = runner.invoke(
+        eval_app, ["train", "--outcomes", str(small_arc), "--out", str(out), "--json", "--embedder", "static"]
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     model = LearnedModel.load(out)

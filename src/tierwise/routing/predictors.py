@@ -2,7 +2,9 @@
 
 ``logreg``: one logistic regression per model on standardized features (soft labels allowed).
 ``knn``: cosine nearest neighbours in the training set, their mean score shrunk toward the model's mean.
-``blend``: the mean of the two. Which one a learned router uses is chosen on held-out training folds.
+``blend``: the mean of the two. With several embedders (``e5+static``) each component reads one of them
+(a *view*): e.g. logistic regression on e5 blended with kNN on static embeddings. Which predictor a
+learned router uses is chosen on held-out training folds.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from tierwise.errors import ConfigError
 
 KINDS = ("logreg", "knn", "blend")
 _SHRINK = 5.0  # pseudo-neighbours at the model's mean: steadies predictions from few neighbours
+Layout = dict[str, tuple[int, int]]  # view name -> [lo, hi) columns of the feature matrix
 
 
 @dataclass
@@ -23,25 +26,49 @@ class Predictor:
 
     kind: str
     params: dict[str, float] = field(default_factory=dict)
+    views: dict[str, str] = field(default_factory=dict)  # component (logreg/knn) -> view; empty: all columns
+    layout: Layout = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ConfigError(f"unknown predictor {self.kind!r}: use one of {', '.join(KINDS)}")
+        unknown = set(self.views.values()) - set(self.layout)
+        if unknown:
+            raise ConfigError(
+                f"predictor views {sorted(unknown)} are not in the feature layout {list(self.layout)}"
+            )
 
     @property
     def label(self) -> str:
-        inner = ",".join(f"{k}={v:g}" for k, v in sorted(self.params.items()))
-        return f"{self.kind}({inner})"
+        parts = []
+        if self.kind in ("logreg", "blend"):
+            parts.append(f"C={self.params.get('C', 0.1):g}" + _at(self.views.get("logreg")))
+        if self.kind in ("knn", "blend"):
+            parts.append(f"k={self.params.get('k', 50):g}" + _at(self.views.get("knn")))
+        return f"{self.kind}({','.join(parts)})"
+
+    def copy(self) -> Predictor:
+        """An unfitted predictor with the same settings."""
+        return Predictor(self.kind, dict(self.params), dict(self.views), dict(self.layout))
+
+    def _cols(self, component: str, x: np.ndarray) -> np.ndarray:
+        view = self.views.get(component)
+        if view is None:
+            return x
+        lo, hi = self.layout[view]
+        return x[:, lo:hi]
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> Predictor:
         x = np.asarray(x, dtype=np.float32)
         y = np.asarray(y, dtype=np.float64)
         self.arrays = {"prior": y.mean(axis=0)}
         if self.kind in ("logreg", "blend"):
-            self.arrays.update(_fit_logreg(x, y, float(self.params.get("C", 0.1))))
+            self.arrays.update(_fit_logreg(self._cols("logreg", x), y, float(self.params.get("C", 0.1))))
         if self.kind in ("knn", "blend"):
-            self.arrays.update({"knn_x": _unit(x).astype(np.float32), "knn_y": y.astype(np.float32)})
+            self.arrays.update(
+                {"knn_x": _unit(self._cols("knn", x)).astype(np.float32), "knn_y": y.astype(np.float32)}
+            )
         return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -49,10 +76,10 @@ class Predictor:
         if x.ndim == 1:
             x = x[None, :]
         if self.kind == "logreg":
-            return self._logreg(x)
+            return self._logreg(self._cols("logreg", x))
         if self.kind == "knn":
-            return self._knn(x)
-        return 0.5 * (self._logreg(x) + self._knn(x))
+            return self._knn(self._cols("knn", x))
+        return 0.5 * (self._logreg(self._cols("logreg", x)) + self._knn(self._cols("knn", x)))
 
     def _logreg(self, x: np.ndarray) -> np.ndarray:
         a = self.arrays
@@ -72,12 +99,34 @@ class Predictor:
         return (total + _SHRINK * a["prior"]) / (k + _SHRINK)
 
 
-def candidates() -> list[Predictor]:
-    """The default search space: small, because the choice is made by cross-validation on training data."""
-    out = [Predictor("logreg", {"C": c}) for c in (0.01, 0.1)]
-    out += [Predictor("knn", {"k": k}) for k in (20, 60)]
-    out.append(Predictor("blend", {"C": 0.01, "k": 60}))
-    return out
+def candidates(layout: Layout | None = None) -> list[Predictor]:
+    """The default search space, small on purpose: the choice is made by cross-validation on the
+    training data, and every extra candidate is one more chance to pick a lucky one.
+
+    One view: logistic regression (two strengths), kNN (two sizes), one blend. Several views (e.g.
+    ``e5+static``): a linear model on the first (richest) view, neighbours on the last, and their blends.
+    """
+    layout = dict(layout or {})
+    if len(layout) <= 1:
+        return [
+            Predictor("logreg", {"C": 0.01}, layout=layout),
+            Predictor("logreg", {"C": 0.1}, layout=layout),
+            Predictor("knn", {"k": 20}, layout=layout),
+            Predictor("knn", {"k": 60}, layout=layout),
+            Predictor("blend", {"C": 0.01, "k": 60}, layout=layout),
+        ]
+    first, last = next(iter(layout)), list(layout)[-1]
+    both = {"logreg": first, "knn": last}
+    return [
+        Predictor("logreg", {"C": 0.001}, {"logreg": first}, layout),
+        Predictor("knn", {"k": 20}, {"knn": last}, layout),
+        Predictor("blend", {"C": 0.001, "k": 20}, both, layout),
+        Predictor("blend", {"C": 0.01, "k": 20}, both, layout),
+    ]
+
+
+def _at(view: str | None) -> str:
+    return f"@{view}" if view else ""
 
 
 def _fit_logreg(x: np.ndarray, y: np.ndarray, c: float) -> dict[str, np.ndarray]:
