@@ -78,14 +78,23 @@ class _Engine:
             )
 
 
-_GRAMMAR_UNSAFE = frozenset({"maxLength", "minLength", "pattern", "format"})
+_GRAMMAR_UNSAFE = frozenset({"pattern", "format"})
+_MAX_GRAMMAR_LENGTH = 256  # llama.cpp unrolls a length limit into one rule per character
 
 
 def _grammar_schema(schema: Any) -> Any:
-    """The schema without string-length/pattern limits, which llama.cpp unrolls into huge grammars (and
-    can crash on); the runtime still validates the full schema, so a violation gets a repair round."""
+    """The schema as a grammar can take it: short string-length limits stay (they keep a tiny model's
+    strings from running to the token limit); long ones, patterns and formats go, since llama.cpp unrolls
+    them into huge grammars (and can crash). The runtime still validates the full schema afterwards."""
     if isinstance(schema, dict):
-        return {k: _grammar_schema(v) for k, v in schema.items() if k not in _GRAMMAR_UNSAFE}
+        out = {}
+        for k, v in schema.items():
+            if k in _GRAMMAR_UNSAFE:
+                continue
+            if k in ("maxLength", "minLength") and isinstance(v, int) and v > _MAX_GRAMMAR_LENGTH:
+                continue
+            out[k] = _grammar_schema(v)
+        return out
     if isinstance(schema, list):
         return [_grammar_schema(v) for v in schema]
     return schema
