@@ -11,4 +11,7 @@ tierwise route "Fix the failing test in tests/test_parser.py" --json
 tierwise route "Plan the migration of our billing service; the requirements are still unclear" --json
 echo "== tierwise ask (routed, budgeted, validated, recorded)"
 tierwise ask "Classify this support ticket by urgency: 'My card was stolen and I see charges I did not make.'" --json
+echo "== a ready system: support triage (nano classifies, mini drafts from the KB, large takes escalations)"
+tierwise run support-triage --input examples/support/tickets.csv --examples examples/support/examples.csv \
+    --kb examples/support/kb --out .tierwise/triage.jsonl
 echo "== tierwise spend"; tierwise spend --by tier
