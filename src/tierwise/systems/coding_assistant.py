@@ -26,7 +26,7 @@ from tierwise.orchestration.subagent import frame_tool_output, run_subagent
 from tierwise.routing.task import Task
 from tierwise.runtime.result import Run
 from tierwise.session import Session
-from tierwise.systems.reporting import system_spend
+from tierwise.systems.reporting import spend_fields, system_spend
 from tierwise.tiers import TaskKind, Tier
 from tierwise.tools import ToolError, Workspace, is_git_repo, workspace_tools
 
@@ -133,11 +133,7 @@ class CodingResult:
             "diff_applies": self.diff_applies,
             "rejected_diff": self.rejected_diff,
             "diff_error": self.diff_error,
-            "total_cost_usd": self.spend.get("total_cost_usd"),
-            "cost_per_tier": self.spend.get("cost_per_tier", {}),
-            "cost_per_step": self.spend.get("cost_per_step", {}),
-            "all_large_counterfactual_usd": self.spend.get("all_large_counterfactual_usd"),
-            "notional": self.spend.get("notional", False),
+            **spend_fields(self.spend),
             "warnings": self.warnings,
         }
 

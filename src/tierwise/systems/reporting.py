@@ -43,6 +43,17 @@ async def system_spend(session: Session, run_id: str) -> dict[str, Any]:
     return dict(spend_summary(calls, large))
 
 
+def spend_fields(spend: Mapping[str, Any]) -> dict[str, Any]:
+    """The spend keys every system's JSON result carries, from a ``system_spend`` summary."""
+    return {
+        "total_cost_usd": spend.get("total_cost_usd"),
+        "cost_per_tier": spend.get("cost_per_tier", {}),
+        "cost_per_step": spend.get("cost_per_step", {}),
+        "all_large_counterfactual_usd": spend.get("all_large_counterfactual_usd"),
+        "notional": spend.get("notional", False),
+    }
+
+
 def _ext(name: str) -> str:
     return name.lower().lstrip(".")
 

@@ -23,7 +23,7 @@ from tierwise.ledger.records import StepRecord
 from tierwise.routing.task import Task
 from tierwise.runtime.result import Run
 from tierwise.session import Session
-from tierwise.systems.reporting import system_spend
+from tierwise.systems.reporting import spend_fields, system_spend
 from tierwise.systems.research_sources import Source, load_sources, normalize
 from tierwise.tiers import TaskKind, Tier
 
@@ -126,11 +126,7 @@ class ResearchResult:
             "findings": [f.to_dict() for f in self.findings],
             "dropped_findings": self.dropped_findings,
             "sources": self.sources,
-            "total_cost_usd": self.spend.get("total_cost_usd"),
-            "cost_per_tier": self.spend.get("cost_per_tier", {}),
-            "cost_per_step": self.spend.get("cost_per_step", {}),
-            "all_large_counterfactual_usd": self.spend.get("all_large_counterfactual_usd"),
-            "notional": self.spend.get("notional", False),
+            **spend_fields(self.spend),
             "warnings": self.warnings,
         }
 
