@@ -48,8 +48,12 @@ def bench_decisions() -> list[float]:
     router = PolicyRouter(cfg.catalog, cfg.tiers)
     kinds = list(TaskKind)
     tasks = [
-        Task(f"ticket {i}: my card was stolen, please help " * (1 + i % 5), kind=kinds[i % len(kinds)],
-             stakes=Stakes.HIGH if i % 7 == 0 else Stakes.NORMAL, ambiguity=0.9 if i % 11 == 0 else None)
+        Task(
+            f"ticket {i}: my card was stolen, please help " * (1 + i % 5),
+            kind=kinds[i % len(kinds)],
+            stakes=Stakes.HIGH if i % 7 == 0 else Stakes.NORMAL,
+            ambiguity=0.9 if i % 11 == 0 else None,
+        )
         for i in range(N_DECISIONS)
     ]
     for t in tasks[:500]:  # warm-up
@@ -79,8 +83,12 @@ def bench_inference() -> list[float] | None:
 
     inferrer = KindInferrer(local_embed)
     inferrer.infer("warm up the prototypes")
-    texts = ["Classify this support ticket by urgency", "Fix the failing test in tests/test_parser.py",
-             "Plan the migration of our billing service", "Extract the dates from this contract"]
+    texts = [
+        "Classify this support ticket by urgency",
+        "Fix the failing test in tests/test_parser.py",
+        "Plan the migration of our billing service",
+        "Extract the dates from this contract",
+    ]
     it = iter(range(N_INFER))
     return _time_each(lambda: inferrer.infer(texts[next(it) % len(texts)]), N_INFER)
 
@@ -95,7 +103,8 @@ def main() -> None:
         rows.append(("kind inference (e5 embedding + nearest kind)", inference))
     print(f"{'measurement':<48} {'n':>6} {'p50 ms':>10} {'p99 ms':>10} {'mean ms':>10}")
     for name, s in rows:
-        print(f"{name:<48} {len(s):>6} {_pct(s, 0.5):>10.4f} {_pct(s, 0.99):>10.4f} {statistics.fmean(s):>10.4f}")
+        p50, p99, mean = _pct(s, 0.5), _pct(s, 0.99), statistics.fmean(s)
+        print(f"{name:<48} {len(s):>6} {p50:>10.4f} {p99:>10.4f} {mean:>10.4f}")
     d99, c50 = _pct(decisions, 0.99), _pct(calls, 0.5)
     print()
     print(f"decision p99 / nano call p50 (loopback, no latency)  = {d99 / c50:.5f}")
@@ -103,8 +112,10 @@ def main() -> None:
     if inference is not None:
         print(f"kind inference p50 / nano call p50 (loopback)       = {_pct(inference, 0.5) / c50:.3f}")
     verdict = "met" if d99 < 1.0 else "NOT met"
-    print(f"summary: policy decision p99 {d99 * 1000:.1f} µs (target < 1 ms: {verdict}), "
-          f"{d99 / c50 * 100:.2f}% of the cheapest loopback nano call")
+    print(
+        f"summary: policy decision p99 {d99 * 1000:.1f} µs (target < 1 ms: {verdict}), "
+        f"{d99 / c50 * 100:.2f}% of the cheapest loopback nano call"
+    )
 
 
 if __name__ == "__main__":

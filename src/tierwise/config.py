@@ -92,6 +92,9 @@ class ShadowConfig(_Section):
     share: float = Field(default=0.0, ge=0, le=1)
     budget_usd: float = Field(default=1.0, gt=0)
     agree_at: float = Field(default=0.6, ge=0, le=1)  # agreement score counted as "same answer"
+    # Also have a large-tier judge score both answers (one more call per shadow, on the shadow budget);
+    # the scores become outcome rows for `tierwise eval train --from-ledger`.
+    judge: bool = False
     alarm_disagreement: float = Field(default=0.25, ge=0, le=1)
     seed: int | None = None
 

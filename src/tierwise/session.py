@@ -134,7 +134,7 @@ class Session:
         if sh.share <= 0:
             return None
         budget = process_budget(self.config).child(Caps(usd=sh.budget_usd), name="shadow")
-        return ShadowSampler(sh.share, budget, agree_at=sh.agree_at, seed=sh.seed)
+        return ShadowSampler(sh.share, budget, agree_at=sh.agree_at, judge=sh.judge, seed=sh.seed)
 
     async def aclose(self) -> None:
         if self.runtime is not None and self.runtime.shadow is not None:

@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 import importlib.util
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from tierwise.cli.common import console, fail, guarded, print_json
+from tierwise.cli.common import console, fail, guarded, load_config, print_json
+
+if TYPE_CHECKING:
+    from tierwise.evaluation.ledger_outcomes import LedgerOutcomes
 
 eval_app = typer.Typer(
     no_args_is_help=True,
@@ -125,8 +128,19 @@ def train(
     ctx: typer.Context,
     out: Annotated[Path | None, typer.Option(help="where to write the learned router (.npz)")] = None,
     from_ledger: Annotated[
-        bool, typer.Option("--from-ledger", help="train on outcomes in the ledger")
+        bool,
+        typer.Option("--from-ledger", help="train on the shadow checks recorded in the configured ledger"),
     ] = False,
+    run_id: Annotated[str | None, typer.Option("--run", help="with --from-ledger: only this run")] = None,
+    models: Annotated[
+        str | None,
+        typer.Option(
+            help="with --from-ledger: the model pair to train on (two catalog ids, comma-separated)"
+        ),
+    ] = None,
+    score: Annotated[
+        str, typer.Option(help="with --from-ledger: auto (judge where recorded) | judge | agreement")
+    ] = "auto",
     embedder: Annotated[
         str, typer.Option(help="features: e5+static (best) | static (fast) | e5")
     ] = DEFAULT_EMBEDDER,
@@ -137,21 +151,39 @@ def train(
     seed: Annotated[int, typer.Option(help="seed of the cross-validation folds")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print a summary as JSON")] = False,
 ) -> None:
-    """Fit the learned router on --outcomes PATH... and save it to --out FILE."""
-    if from_ledger:
-        raise fail("--from-ledger is not yet available: export outcomes to CSV and pass --outcomes")
+    """Fit the learned router on --outcomes PATH... and/or --from-ledger, and save it to --out FILE."""
     if out is None:
         raise fail("--out is required: the file to write the learned router to, e.g. --out router.npz")
     if target_cost is not None and target_large_share is not None:
         raise fail("pass at most one of --target-cost and --target-large-share")
     if target_large_share is not None and not 0 <= target_large_share <= 1:
         raise fail(f"--target-large-share must be between 0 and 1, got {target_large_share}")
-    paths = _paths(ctx, "--outcomes", required=("--outcomes",))
+    if score not in ("auto", "judge", "agreement"):
+        raise fail(f"--score must be auto, judge or agreement, got {score!r}")
+    if not from_ledger and (run_id or models):
+        raise fail("--run and --models select ledger outcomes: add --from-ledger")
+    paths = _paths(ctx, "--outcomes")
+    if not paths["--outcomes"] and not from_ledger:
+        raise fail("pass --outcomes PATH... (outcome CSV files or directories) or --from-ledger")
 
     from tierwise.evaluation.datasets import load_outcomes
     from tierwise.routing.learned import LearnedModel
+    from tierwise.routing.outcomes import concat
 
-    data = guarded(lambda: load_outcomes(paths["--outcomes"]))
+    parts = []
+    summary: dict[str, object] = {}
+    if paths["--outcomes"]:
+        parts.append(guarded(lambda: load_outcomes(paths["--outcomes"])))
+    if from_ledger:
+        pair = [m.strip() for m in models.split(",") if m.strip()] if models else None
+        recorded = guarded(lambda: _ledger_outcomes(run_id, pair, score))
+        parts.append(recorded.outcomes)
+        summary["ledger"] = {
+            "rows": recorded.outcomes.n,
+            "score_source": recorded.score_source,
+            "skipped": recorded.skipped,
+        }
+    data = guarded(lambda: concat(parts))
     model = guarded(lambda: LearnedModel.fit(data, embedder=embedder, seed=seed))
     if target_cost is not None:
         guarded(lambda: model.calibrate(target_cost=target_cost))
@@ -167,6 +199,7 @@ def train(
         "cv_aiq": model.selection,
         "lambda": None if model.lam == float("inf") else model.lam,
         "embedder": model.embedder,
+        **summary,
     }
     if as_json:
         print_json(summary)
@@ -174,4 +207,17 @@ def train(
     console.print(
         f"trained on {model.n_train} prompts, {len(model.models)} models; predictor {model.predictor.label}"
     )
+    if "ledger" in summary:
+        console.print(f"from the ledger: {summary['ledger']}")
     console.print(f"λ = {summary['lambda']}; saved to {path}")
+
+
+def _ledger_outcomes(run_id: str | None, models: list[str] | None, score: str) -> LedgerOutcomes:
+    from tierwise.evaluation.ledger_outcomes import outcomes_from_calls
+    from tierwise.ledger import Ledger
+
+    config = load_config()
+    with Ledger(config.ledger.url) as ledger:
+        rid = ledger.get_run(run_id).id if run_id else None
+        calls = ledger.calls(run_id=rid, operation="shadow")
+    return outcomes_from_calls(calls, models=models, score=score)  # type: ignore[arg-type]

@@ -33,6 +33,10 @@ def shadow_report(calls: Iterable[CallRecord], *, alarm_disagreement: float = 0.
             g.agreement_sum += float(meta.get("agreement", 0.0))
             g.shadow_cost += c.cost_usd or 0.0
             g.models.add(str(meta.get("routed_model", "?")))
+        elif c.operation == "judge" and meta.get("shadow"):
+            # The judge's verdict lands on its shadow record; its cost is shadow cost all the same.
+            key = (str(meta.get("routed_kind") or c.task_kind), str(meta.get("routed_tier", "?")))
+            groups[key].shadow_cost += c.cost_usd or 0.0
         elif c.operation in ("chat", "stream") and c.status == "ok":
             g = groups[(c.task_kind, c.tier)]
             g.routed += 1

@@ -347,12 +347,16 @@ class Ledger:
             raise LedgerError(f"run id {run_id!r} is ambiguous: it starts {ids}, ...; give more characters")
         return queries.to_record(RunRecord, rows[0])
 
-    def calls(self, run_id: str | None = None, limit: int | None = None) -> list[CallRecord]:
+    def calls(
+        self, run_id: str | None = None, limit: int | None = None, *, operation: str | None = None
+    ) -> list[CallRecord]:
         """Calls in the order they were made; with ``limit``, the most recent ``limit`` of them."""
         t = schema.calls
         stmt = sa.select(t)
         if run_id is not None:
             stmt = stmt.where(t.c.run_id == run_id)
+        if operation is not None:
+            stmt = stmt.where(t.c.operation == operation)
         if limit is None:
             rows = self._select(stmt.order_by(t.c.created_at, t.c.seq))
         else:

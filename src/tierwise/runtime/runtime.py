@@ -28,7 +28,7 @@ from tierwise.routing.task import Decision, Task
 from tierwise.runtime.budget import Reservation
 from tierwise.runtime.limits import RateLimits
 from tierwise.runtime.result import Result, Run
-from tierwise.runtime.shadow import ShadowSampler, agreement
+from tierwise.runtime.shadow import JudgeVerdict, ShadowSampler, agreement, judge_messages
 from tierwise.runtime.validation import OutputInvalid, repair_messages, validate
 from tierwise.tiers import Layer, TaskKind, Tier, layer_of
 
@@ -163,7 +163,8 @@ class Runtime:
             final_task = replace(task, metadata={**task.metadata, "escalations": len(escalations)})
             self._record(final_task, decision, spec, run, completion, attempt_cost, "ok", None, messages)
             if self.shadow is not None and decision.tier is not Tier.LARGE and self.shadow.wants():
-                self._shadow(task, decision, spec, run, completion.text, len(escalations))
+                routed_cost = cost if known else None
+                self._shadow(task, decision, spec, run, completion.text, len(escalations), routed_cost)
             return Result(
                 text=completion.text,
                 output=output,
@@ -181,9 +182,20 @@ class Runtime:
             )
 
     def _shadow(
-        self, task: Task, decision: Decision, routed: ModelSpec, run: Run, answer: str, escalations: int
+        self,
+        task: Task,
+        decision: Decision,
+        routed: ModelSpec,
+        run: Run,
+        answer: str,
+        escalations: int,
+        routed_cost: float | None,
     ) -> None:
-        """Send the task to the large tier in the background, on the shadow budget; record agreement."""
+        """Send the task to the large tier in the background, on the shadow budget; record agreement.
+
+        The shadow record is also an outcome row (``tierwise eval train --from-ledger``): it carries the
+        routed model, what its answer cost, and, with ``[shadow] judge = true``, a judge's score of both.
+        """
         assert self.shadow is not None
         sampler = self.shadow
         large_id = self.tiers.get(Tier.LARGE)
@@ -195,6 +207,7 @@ class Runtime:
             "shadow": True,
             "routed_model": routed.id,
             "routed_tier": routed.tier.value,
+            "routed_cost_usd": routed_cost,
             "escalations": escalations,
         }
         shadow_task = replace(task, metadata=meta)
@@ -209,9 +222,12 @@ class Runtime:
                 shadow_task, shadow_decision, large, messages, shadow_task.schema(), shadow_run
             )
             score = agreement(answer, completion.text)
+            scores = {}
+            if sampler.judge:
+                scores = await self._judge(shadow_task, large, shadow_run, answer, completion.text)
             scored = replace(
                 shadow_task,
-                metadata={**meta, "agreement": round(score, 4), "agree": score >= sampler.agree_at},
+                metadata={**meta, "agreement": round(score, 4), "agree": score >= sampler.agree_at, **scores},
             )
             self._record(
                 scored,
@@ -227,6 +243,56 @@ class Runtime:
             )
 
         sampler.spawn(job)
+
+    async def _judge(
+        self, task: Task, judge: ModelSpec, run: Run, routed_answer: str, large_answer: str
+    ) -> dict[str, float]:
+        """A large-tier judge scores both answers (order randomised against position bias), 0–1 each.
+
+        An invalid verdict is recorded and yields no scores: the shadow row then carries agreement only.
+        """
+        assert self.shadow is not None
+        flip = self.shadow.flip()
+        judge_task = Task(
+            judge_messages(task.text, routed_answer, large_answer, flip=flip),
+            kind=TaskKind.FINAL_QA,
+            output_schema=JudgeVerdict,
+            step_id=task.step_id,
+            metadata={
+                "shadow": True,
+                "judge": True,
+                "routed_kind": task.kind.value if task.kind else "",
+                "routed_tier": task.metadata.get("routed_tier", ""),
+            },
+        )
+        decision = Decision(
+            Tier.LARGE, judge.id, "shadow judge of the routed and large answers", TaskKind.FINAL_QA
+        )
+        messages = judge_task.messages()
+        completion, cost, _ = await self._send(
+            judge_task, decision, judge, messages, judge_task.schema(), run
+        )
+        try:
+            verdict = validate(completion.text, model=JudgeVerdict)
+        except OutputInvalid as bad:
+            self._record(
+                judge_task,
+                decision,
+                judge,
+                run,
+                completion,
+                cost,
+                "invalid_output",
+                bad.detail,
+                messages,
+                operation="judge",
+            )
+            return {}
+        self._record(
+            judge_task, decision, judge, run, completion, cost, "ok", None, messages, operation="judge"
+        )
+        routed_score, large_score = verdict.scores(flip=flip)
+        return {"routed_score": routed_score, "large_score": large_score}
 
     async def decide(self, task: Task, run: Run) -> tuple[Task, Decision]:
         """The routing decision, after inferring a missing kind (a metered nano embedding call)."""
