@@ -60,7 +60,11 @@ def test_defaults_without_file_depend_on_the_key(monkeypatch: pytest.MonkeyPatch
     assert cfg.offline and cfg.tiers["large"].startswith("local/")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     cfg = Config.load()
-    assert [cfg.tiers[t] for t in ("large", "mini", "nano")] == ["openai/gpt-5.4", "openai/gpt-5.4-mini", "openai/gpt-5.4-nano"]
+    assert [cfg.tiers[t] for t in ("large", "mini", "nano")] == [
+        "openai/gpt-5.4",
+        "openai/gpt-5.4-mini",
+        "openai/gpt-5.4-nano",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -70,7 +74,10 @@ def test_defaults_without_file_depend_on_the_key(monkeypatch: pytest.MonkeyPatch
         ("[providers.x]\nkind = 'grpc'\n", r"providers\.x\.kind.*'openai', 'anthropic' or 'local'"),
         ("[budget]\nper_run_usd = -1\n", r"budget\.per_run_usd.*greater than 0"),
         ("[tiers]\nnano = 'nope/model'\n", r"tiers\.nano = 'nope/model' is not a known model"),
-        ("[[models]]\nid = 'a/b'\nprovider = 'a'\nname = 'b'\ntier = 'nano'\nprice = 1\n", r"models\[0\]\.price"),
+        (
+            "[[models]]\nid = 'a/b'\nprovider = 'a'\nname = 'b'\ntier = 'nano'\nprice = 1\n",
+            r"models\[0\]\.price",
+        ),
         ("[[models]]\nid = 'ghost/b'\nprovider = 'ghost'\nname = 'b'\ntier = 'nano'\n", r"provider 'ghost'"),
         ("not toml = = \n", r"not valid TOML"),
     ],

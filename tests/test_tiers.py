@@ -7,10 +7,22 @@ from tierwise.tiers import Stakes, TaskKind, Tier, default_tier, parse_kind, par
 @pytest.mark.parametrize(
     ("kind", "tier"),
     [
-        ("plan", "large"), ("ambiguous", "large"), ("final_qa", "large"),
-        ("code_edit", "mini"), ("code_search", "mini"), ("debug", "mini"), ("frontend", "mini"),
-        ("review_file", "mini"), ("read_docs", "mini"), ("screenshot", "mini"), ("tool_op", "mini"),
-        ("classify", "nano"), ("extract", "nano"), ("rank", "nano"), ("validate", "nano"), ("preprocess", "nano"),
+        ("plan", "large"),
+        ("ambiguous", "large"),
+        ("final_qa", "large"),
+        ("code_edit", "mini"),
+        ("code_search", "mini"),
+        ("debug", "mini"),
+        ("frontend", "mini"),
+        ("review_file", "mini"),
+        ("read_docs", "mini"),
+        ("screenshot", "mini"),
+        ("tool_op", "mini"),
+        ("classify", "nano"),
+        ("extract", "nano"),
+        ("rank", "nano"),
+        ("validate", "nano"),
+        ("preprocess", "nano"),
     ],
 )
 def test_default_tier_of_each_kind(kind: str, tier: str) -> None:

@@ -10,20 +10,28 @@ from pathlib import Path
 
 import pytest
 
-from tierwise.testing import ChaosServer
 from tests.conftest import chaos_config
+from tierwise.testing import ChaosServer
 
 
 def tw(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "TIERWISE_CONFIG")}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "tierwise", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "tierwise", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 @pytest.fixture()
 def workdir(tmp_path: Path, chaos_server: ChaosServer) -> Path:
-    (tmp_path / "tierwise.toml").write_text(chaos_config(chaos_server.base_url, "sqlite:///.tierwise/ledger.db"))
+    (tmp_path / "tierwise.toml").write_text(
+        chaos_config(chaos_server.base_url, "sqlite:///.tierwise/ledger.db")
+    )
     return tmp_path
 
 
@@ -49,15 +57,21 @@ def test_ask_json_and_ledger_views(workdir: Path) -> None:
     assert show.returncode == 0
     calls = json.loads(show.stdout)["calls"]
     # The kind was not given: a metered nano embedding inferred it before the chat call.
-    assert [(c["operation"], c["model"]) for c in calls] == [("embed", "local/e5-small"), ("chat", "chaos/mini")]
+    assert [(c["operation"], c["model"]) for c in calls] == [
+        ("embed", "local/e5-small"),
+        ("chat", "chaos/mini"),
+    ]
     models = json.loads(tw("models", "--json", cwd=workdir).stdout)
     assert any(m["id"] == "chaos/nano" and m["serves_tier"] == "nano" for m in models)
 
 
 def test_schema_file(workdir: Path) -> None:
     schema = workdir / "s.json"
-    schema.write_text(json.dumps({"type": "object", "properties": {"urgency": {"enum": ["low", "high"]}},
-                                  "required": ["urgency"]}))
+    schema.write_text(
+        json.dumps(
+            {"type": "object", "properties": {"urgency": {"enum": ["low", "high"]}}, "required": ["urgency"]}
+        )
+    )
     out = tw("ask", "urgency of a stolen card", "--schema", str(schema), "--json", cwd=workdir)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["output"] == {"urgency": "low"}

@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tierwise.testing import ChaosServer
 from tests.conftest import chaos_config
+from tierwise.testing import ChaosServer
 
 
 def test_swap_execution_layer_of_support_triage(tmp_path: Path, chaos_server: ChaosServer) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import chaos_config
 from tierwise import Session
 from tierwise.config import Config
 from tierwise.errors import InputError
@@ -18,20 +19,44 @@ from tierwise.ledger import Ledger
 from tierwise.ledger.records import CallRecord
 from tierwise.routing.learned import LearnedModel
 from tierwise.testing import ChaosServer
-from tests.conftest import chaos_config
 
 
-def _shadow(text: str | None, *, agree: bool = True, routed: str = "m/nano", cost: float | None = 0.01,
-            routed_cost: float | None = 0.001, **extra: object) -> CallRecord:
-    prompt = None if text is None else json.dumps([{"role": "system", "content": "sys"},
-                                                  {"role": "user", "content": text}])
-    meta: dict[str, object] = {"shadow": True, "routed_model": routed, "routed_tier": "nano", "agree": agree,
-                               **extra}
+def _shadow(
+    text: str | None,
+    *,
+    agree: bool = True,
+    routed: str = "m/nano",
+    cost: float | None = 0.01,
+    routed_cost: float | None = 0.001,
+    **extra: object,
+) -> CallRecord:
+    prompt = (
+        None
+        if text is None
+        else json.dumps([{"role": "system", "content": "sys"}, {"role": "user", "content": text}])
+    )
+    meta: dict[str, object] = {
+        "shadow": True,
+        "routed_model": routed,
+        "routed_tier": "nano",
+        "agree": agree,
+        **extra,
+    }
     if routed_cost is not None:
         meta["routed_cost_usd"] = routed_cost
-    return CallRecord(run_id="r", task_kind="classify", tier="large", model="m/large", provider="p",
-                      reason="shadow", status="ok", operation="shadow", cost_usd=cost, prompt=prompt,
-                      metadata=meta)
+    return CallRecord(
+        run_id="r",
+        task_kind="classify",
+        tier="large",
+        model="m/large",
+        provider="p",
+        reason="shadow",
+        status="ok",
+        operation="shadow",
+        cost_usd=cost,
+        prompt=prompt,
+        metadata=meta,
+    )
 
 
 def test_prompt_text_is_the_task_text() -> None:
@@ -45,8 +70,17 @@ def test_agreement_rows_skips_are_counted_and_the_pair_is_chosen(tmp_path: Path)
     calls = [_shadow(f"q{i}", agree=i % 3 != 0) for i in range(12)]
     calls += [_shadow(None), _shadow("no price", cost=None), _shadow("no routed cost", routed_cost=None)]
     calls += [_shadow("other pair", routed="m/mini")]
-    calls += [CallRecord(run_id="r", task_kind="classify", tier="nano", model="m/nano", provider="p",
-                         reason="policy", status="ok")]  # a plain call: not an outcome
+    calls += [
+        CallRecord(
+            run_id="r",
+            task_kind="classify",
+            tier="nano",
+            model="m/nano",
+            provider="p",
+            reason="policy",
+            status="ok",
+        )
+    ]  # a plain call: not an outcome
     # Written to and read back from a real ledger, as `eval train --from-ledger` does.
     with Ledger(f"sqlite:///{tmp_path}/l.db", store_prompts=True) as ledger:
         for c in calls:
@@ -99,8 +133,12 @@ SHADOW = "[shadow]\nshare = 1.0\nbudget_usd = 0.5\nseed = 3\njudge = {judge}\n"
 
 
 def _cli(toml: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tierwise", "--config", str(toml), *args],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "tierwise", "--config", str(toml), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 async def test_train_from_ledger_end_to_end(tmp_path: Path, chaos_server: ChaosServer) -> None:
@@ -109,15 +147,23 @@ async def test_train_from_ledger_end_to_end(tmp_path: Path, chaos_server: ChaosS
     toml = tmp_path / "tierwise.toml"
     config = chaos_config(chaos_server.base_url, f"sqlite:///{tmp_path}/l.db", SHADOW.format(judge="false"))
     toml.write_text(config.replace("[ledger]\n", "[ledger]\nstore_prompts = true\n", 1))
-    chaos_server.set_script({"rules": [
-        {"match": {"model": "nano-model"}, "reply": {"text": "low"}},
-        {"match": {"model": "large-model", "user_contains": "stolen"}, "reply": {"text": "critical"}},
-        {"match": {"model": "large-model"}, "reply": {"text": "low"}},
-    ]})
-    stolen = [f"my card was stolen at the {p}" for p in
-              ("station", "mall", "airport", "bar", "park", "gym", "office", "market", "beach", "club")]
-    reset = [f"how do I reset my password on the {p}" for p in
-             ("app", "website", "phone", "tablet", "laptop", "portal", "kiosk", "watch", "tv", "car")]
+    chaos_server.set_script(
+        {
+            "rules": [
+                {"match": {"model": "nano-model"}, "reply": {"text": "low"}},
+                {"match": {"model": "large-model", "user_contains": "stolen"}, "reply": {"text": "critical"}},
+                {"match": {"model": "large-model"}, "reply": {"text": "low"}},
+            ]
+        }
+    )
+    stolen = [
+        f"my card was stolen at the {p}"
+        for p in ("station", "mall", "airport", "bar", "park", "gym", "office", "market", "beach", "club")
+    ]
+    reset = [
+        f"how do I reset my password on the {p}"
+        for p in ("app", "website", "phone", "tablet", "laptop", "portal", "kiosk", "watch", "tv", "car")
+    ]
     async with Session(toml) as s, s.run("traffic") as run:
         for text in stolen + reset:
             await s.call(text, kind="classify", run=run)
@@ -125,8 +171,17 @@ async def test_train_from_ledger_end_to_end(tmp_path: Path, chaos_server: ChaosS
     bad = _cli(toml, "eval", "train", "--from-ledger", "--score", "vibes", "--out", str(tmp_path / "x.npz"))
     assert bad.returncode == 2 and "--score must be auto, judge or agreement" in bad.stderr
 
-    out = _cli(toml, "eval", "train", "--from-ledger", "--embedder", "static", "--out",
-               str(tmp_path / "router.npz"), "--json")
+    out = _cli(
+        toml,
+        "eval",
+        "train",
+        "--from-ledger",
+        "--embedder",
+        "static",
+        "--out",
+        str(tmp_path / "router.npz"),
+        "--json",
+    )
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert summary["n_train"] == 20 and summary["models"] == ["chaos/nano", "chaos/large"]
@@ -156,14 +211,23 @@ async def test_shadow_judge_scores_both_answers_whatever_the_order(
     toml = tmp_path / "tierwise.toml"
     config = chaos_config(chaos_server.base_url, f"sqlite:///{tmp_path}/l.db", SHADOW.format(judge="true"))
     toml.write_text(config.replace("[ledger]\n", "[ledger]\nstore_prompts = true\n", 1))
-    chaos_server.set_script({"rules": [
-        # The judge sees the routed answer ("low") first or second; its scores follow the answer.
-        {"match": {"user_contains": "<answer_a>\nlow"}, "reply": {"text": '{"score_a": 2, "score_b": 9}'}},
-        {"match": {"user_contains": "<answer_a>\ncritical"},
-         "reply": {"text": '{"score_a": 9, "score_b": 2}'}},
-        {"match": {"model": "nano-model"}, "reply": {"text": "low"}},
-        {"match": {"model": "large-model"}, "reply": {"text": "critical"}},
-    ]})
+    chaos_server.set_script(
+        {
+            "rules": [
+                # The judge sees the routed answer ("low") first or second; its scores follow the answer.
+                {
+                    "match": {"user_contains": "<answer_a>\nlow"},
+                    "reply": {"text": '{"score_a": 2, "score_b": 9}'},
+                },
+                {
+                    "match": {"user_contains": "<answer_a>\ncritical"},
+                    "reply": {"text": '{"score_a": 9, "score_b": 2}'},
+                },
+                {"match": {"model": "nano-model"}, "reply": {"text": "low"}},
+                {"match": {"model": "large-model"}, "reply": {"text": "critical"}},
+            ]
+        }
+    )
     async with Session(toml) as s:
         for i in range(6):
             await s.call(f"card stolen {i}", kind="classify")

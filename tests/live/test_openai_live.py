@@ -29,7 +29,9 @@ async def test_openai_nano_structured(tmp_path: Path) -> None:
 @pytest.mark.skipif(not os.environ.get("ANTHROPIC_API_KEY"), reason="ANTHROPIC_API_KEY not set")
 async def test_anthropic_structured(tmp_path: Path) -> None:
     toml = tmp_path / "tierwise.toml"
-    toml.write_text(f'[ledger]\nurl = "sqlite:///{tmp_path}/l.db"\n[tiers]\nnano = "anthropic/claude-haiku-4-5"\n')
+    toml.write_text(
+        f'[ledger]\nurl = "sqlite:///{tmp_path}/l.db"\n[tiers]\nnano = "anthropic/claude-haiku-4-5"\n'
+    )
     async with Session(toml) as s:
         result = await s.call("What is 2+3?", kind="classify", schema=Answer)
     assert result.output.answer == 5 and result.cost_usd

@@ -17,7 +17,11 @@ def test_builtin_prices_match_the_published_ones() -> None:
 
 def test_local_models_carry_notional_prices_of_their_tier() -> None:
     cat = Catalog(load_builtin())
-    for tier, ref in ((Tier.LARGE, "openai/gpt-5.4"), (Tier.MINI, "openai/gpt-5.4-mini"), (Tier.NANO, "openai/gpt-5.4-nano")):
+    for tier, ref in (
+        (Tier.LARGE, "openai/gpt-5.4"),
+        (Tier.MINI, "openai/gpt-5.4-mini"),
+        (Tier.NANO, "openai/gpt-5.4-nano"),
+    ):
         local = next(m for m in cat.in_tier(tier) if m.provider == "local" and m.name.startswith("smollm2"))
         assert local.notional
         assert local.input_per_mtok == cat.get(ref).input_per_mtok
@@ -37,7 +41,9 @@ def test_unknown_price_is_none_never_zero() -> None:
 
 
 def test_bare_names_resolve_only_when_unambiguous() -> None:
-    cat = Catalog(load_builtin() + [ModelSpec(id="other/gpt-5.4", provider="other", name="gpt-5.4", tier=Tier.LARGE)])
+    cat = Catalog(
+        [*load_builtin(), ModelSpec(id="other/gpt-5.4", provider="other", name="gpt-5.4", tier=Tier.LARGE)]
+    )
     with pytest.raises(InputError, match="ambiguous"):
         cat.get("gpt-5.4")
     assert cat.get("gpt-5.4-mini").id == "openai/gpt-5.4-mini"

@@ -47,13 +47,17 @@ nano = "llamacpp/smollm2"
 async def test_structured_output_is_translated_for_llama_cpp(tmp_path: Path, llama_server: str) -> None:
     # llama_cpp.server rejects response_format=json_schema; the adapter learns to send json_object + schema.
     async with Session(_toml(tmp_path, llama_server)) as s:
-        result = await s.call("How urgent is a stolen card? Answer low or high.", kind="classify", schema=Urgency)
+        result = await s.call(
+            "How urgent is a stolen card? Answer low or high.", kind="classify", schema=Urgency
+        )
         assert isinstance(result.output, Urgency)
         assert result.usage.input_tokens > 0 and result.usage.output_tokens > 0
         assert result.served_model  # the model name the server reported
         provider = s.providers.get("llamacpp") if s.providers else None
         assert provider is not None and provider._structured == "json_object"  # type: ignore[attr-defined]
-        second = await s.call("How urgent is a lost PIN? Answer low or high.", kind="classify", schema=Urgency)
+        second = await s.call(
+            "How urgent is a lost PIN? Answer low or high.", kind="classify", schema=Urgency
+        )
         assert isinstance(second.output, Urgency)
 
 
@@ -62,7 +66,9 @@ async def test_plain_text_and_stream(tmp_path: Path, llama_server: str) -> None:
         result = await s.call("Say hello.", kind="classify", max_output_tokens=8)
         assert result.text and result.cost_usd is not None and result.cost_usd > 0
         async with s.run("stream") as run:
-            parts = [d async for d in s.stream("Count to three.", run=run, kind="classify", max_output_tokens=8)]
+            parts = [
+                d async for d in s.stream("Count to three.", run=run, kind="classify", max_output_tokens=8)
+            ]
         assert "".join(parts)
         assert s.ledger is not None
         await s.ledger.aflush()

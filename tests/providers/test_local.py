@@ -52,8 +52,11 @@ async def test_offline_default_routes_answers_and_records(offline_toml: Path) ->
 async def test_tool_calls_are_grammar_constrained(offline_toml: Path) -> None:
     from tierwise.providers import ToolSpec
 
-    tool = ToolSpec("read_file", "Read a file of the workspace", {
-        "type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]})
+    tool = ToolSpec(
+        "read_file",
+        "Read a file of the workspace",
+        {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]},
+    )
     async with Session(offline_toml) as s:
         task = s.task("Read the file README.md using the read_file tool.", kind="tool_op")
         from dataclasses import replace

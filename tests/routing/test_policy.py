@@ -18,7 +18,9 @@ pytestmark = []
 
 @pytest.fixture(scope="module")
 def router() -> PolicyRouter:
-    cfg = Config.from_dict({"tiers": {"large": "openai/gpt-5.4", "mini": "openai/gpt-5.4-mini", "nano": "openai/gpt-5.4-nano"}})
+    cfg = Config.from_dict(
+        {"tiers": {"large": "openai/gpt-5.4", "mini": "openai/gpt-5.4-mini", "nano": "openai/gpt-5.4-nano"}}
+    )
     return PolicyRouter(cfg.catalog, cfg.tiers)
 
 
@@ -53,19 +55,36 @@ def test_input_too_large_for_every_tier_fails_clearly(router: PolicyRouter) -> N
 
 
 def test_missing_capability_moves_up() -> None:
-    cfg = Config.from_dict({"tiers": {"large": "openai/gpt-5.4", "mini": "openai/gpt-5.4-mini", "nano": "openai/gpt-5.4-nano"}})
+    cfg = Config.from_dict(
+        {"tiers": {"large": "openai/gpt-5.4", "mini": "openai/gpt-5.4-mini", "nano": "openai/gpt-5.4-nano"}}
+    )
     r = PolicyRouter(cfg.catalog, cfg.tiers)
-    d = r.route(Task("what is on this image", kind=TaskKind.CLASSIFY, requires=frozenset({Capability.VISION})))
+    d = r.route(
+        Task("what is on this image", kind=TaskKind.CLASSIFY, requires=frozenset({Capability.VISION}))
+    )
     assert d.tier is Tier.MINI and "lacks vision" in d.reason
 
 
 def test_rules_and_kind_overrides_from_config() -> None:
-    cfg = Config.from_dict({
-        "tiers": {"large": "openai/gpt-5.4", "mini": "openai/gpt-5.4-mini", "nano": "openai/gpt-5.4-nano"},
-        "routing": {"kinds": {"debug": "large"}, "rules": [{"contains": "invoice", "tier": "mini", "reason": "invoices need care"}]},
-    })
-    r = PolicyRouter(cfg.catalog, cfg.tiers, kind_tiers={TaskKind.DEBUG: Tier.LARGE},
-                     rules=[Rule(contains="invoice", tier=Tier.MINI, reason="invoices need care")])
+    cfg = Config.from_dict(
+        {
+            "tiers": {
+                "large": "openai/gpt-5.4",
+                "mini": "openai/gpt-5.4-mini",
+                "nano": "openai/gpt-5.4-nano",
+            },
+            "routing": {
+                "kinds": {"debug": "large"},
+                "rules": [{"contains": "invoice", "tier": "mini", "reason": "invoices need care"}],
+            },
+        }
+    )
+    r = PolicyRouter(
+        cfg.catalog,
+        cfg.tiers,
+        kind_tiers={TaskKind.DEBUG: Tier.LARGE},
+        rules=[Rule(contains="invoice", tier=Tier.MINI, reason="invoices need care")],
+    )
     assert r.route(Task("fix it", kind=TaskKind.DEBUG)).tier is Tier.LARGE
     d = r.route(Task("extract the Invoice number", kind=TaskKind.EXTRACT))
     assert d.tier is Tier.MINI and "invoices need care" in d.reason

@@ -174,12 +174,11 @@ async def test_concurrent_calls_never_exceed_the_run_budget(
 ) -> None:
     chaos_server.set_script({"latency_s": 0.05})
     cap = 0.0015  # worst case of one nano call is ~0.00026: only a few fit at once
-    async with Session(chaos_toml) as s:
-        async with s.run("test", budget_usd=cap) as run:
-            outcomes = await asyncio.gather(
-                *(s.call(f"item {i}", kind="classify", run=run) for i in range(40)), return_exceptions=True
-            )
-            spent = run.budget.spent_usd
+    async with Session(chaos_toml) as s, s.run("test", budget_usd=cap) as run:
+        outcomes = await asyncio.gather(
+            *(s.call(f"item {i}", kind="classify", run=run) for i in range(40)), return_exceptions=True
+        )
+        spent = run.budget.spent_usd
     ok = [o for o in outcomes if not isinstance(o, BaseException)]
     refused = [o for o in outcomes if isinstance(o, BudgetExceeded)]
     assert ok and refused and len(ok) + len(refused) == 40
