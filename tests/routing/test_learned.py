@@ -135,3 +135,24 @@ def test_decision_is_fast_once_embedded(model: LearnedModel) -> None:
         router.decide(task, vector)
         timings.append(time.perf_counter() - t0)
     assert np.percentile(timings, 50) < 0.002  # the benchmark reports p99; this only guards regressions
+
+
+def test_relative_targets_rank_models_by_their_difference_and_survive_save(
+    arc: Outcomes, tmp_path: Path
+) -> None:
+    # Relative targets learn s_j − row mean: on a prompt every model gets right they predict no
+    # difference, where absolute targets would predict "easy" for all. Back as qualities in [0, 1].
+    rel = Predictor("blend", {"C": 0.05, "rel": 1.0, "k": 20})
+    model = LearnedModel.fit(arc, embedder="static", choices=[rel], folds=3)
+    assert model.predictor.relative and model.predictor.label == "blend(C=0.05,rel,k=20)"
+    x = model.features(arc.prompts[:30])
+    q = model.predict(x)
+    assert q.shape == (30, 3) and ((q >= 0) & (q <= 1)).all()
+    # The strongest model is predicted best on average, as its training scores say.
+    assert int(np.argmax(q.mean(axis=0))) == int(np.argmax(arc.mean_quality()))
+    loaded = LearnedModel.load(model.save(tmp_path / "rel.npz"))
+    assert loaded.predictor.relative and np.allclose(loaded.predict(x), q)
+    # A plain logistic predictor on relative targets differs from one on absolute targets.
+    absolute = Predictor("logreg", {"C": 0.05}).fit(x, arc.scores[:30])
+    relative = Predictor("logreg", {"C": 0.05, "rel": 1.0}).fit(x, arc.scores[:30])
+    assert not np.allclose(absolute.predict(x), relative.predict(x))

@@ -110,8 +110,13 @@ class LearnedModel:
                 return out_of_fold(option, r)
             # A blend is the mean of its components: reuse their out-of-fold predictions.
             parts = [
-                Predictor(part, {key: option.params[key]}, _view(option, part), option.layout)
-                for part, key in (("logreg", "C"), ("knn", "k"))
+                Predictor(
+                    part,
+                    {key: option.params[key] for key in keys if key in option.params},
+                    _view(option, part),
+                    option.layout,
+                )
+                for part, keys in (("logreg", ("C", "rel")), ("knn", ("k",)))
             ]
             return 0.5 * (out_of_fold(parts[0], r) + out_of_fold(parts[1], r))
 

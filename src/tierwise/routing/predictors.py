@@ -1,6 +1,9 @@
 """Per-model quality predictors over prompt features, stored as plain arrays (npz-friendly, no pickle).
 
-``logreg``: one logistic regression per model on standardized features (soft labels allowed).
+``logreg``: one logistic regression per model on standardized features (soft labels allowed). With
+``rel`` it learns each model's score *relative to the row mean* instead (mapped to [0, 1]), so the part of
+a prompt's difficulty that all models share — most of the signal in absolute scores, and no help in
+choosing between them — does not drown the differences that routing needs.
 ``knn``: cosine nearest neighbours in the training set, their mean score shrunk toward the model's mean.
 ``blend``: the mean of the two. With several embedders (``e5+static``) each component reads one of them
 (a *view*): e.g. logistic regression on e5 blended with kNN on static embeddings. Which predictor a
@@ -43,10 +46,15 @@ class Predictor:
     def label(self) -> str:
         parts = []
         if self.kind in ("logreg", "blend"):
-            parts.append(f"C={self.params.get('C', 0.1):g}" + _at(self.views.get("logreg")))
+            rel = ",rel" if self.relative else ""
+            parts.append(f"C={self.params.get('C', 0.1):g}{rel}" + _at(self.views.get("logreg")))
         if self.kind in ("knn", "blend"):
             parts.append(f"k={self.params.get('k', 50):g}" + _at(self.views.get("knn")))
         return f"{self.kind}({','.join(parts)})"
+
+    @property
+    def relative(self) -> bool:
+        return bool(self.params.get("rel", 0.0))
 
     def copy(self) -> Predictor:
         """An unfitted predictor with the same settings."""
@@ -64,7 +72,12 @@ class Predictor:
         y = np.asarray(y, dtype=np.float64)
         self.arrays = {"prior": y.mean(axis=0)}
         if self.kind in ("logreg", "blend"):
-            self.arrays.update(_fit_logreg(self._cols("logreg", x), y, float(self.params.get("C", 0.1))))
+            target = y
+            if self.relative:
+                # s_j − mean_k s_k lies in [−1, 1]; as a soft label (s_j − s̄ + 1)/2.
+                target = (y - y.mean(axis=1, keepdims=True) + 1.0) / 2.0
+                self.arrays["base"] = np.array(y.mean())
+            self.arrays.update(_fit_logreg(self._cols("logreg", x), target, float(self.params.get("C", 0.1))))
         if self.kind in ("knn", "blend"):
             self.arrays.update(
                 {"knn_x": _unit(self._cols("knn", x)).astype(np.float32), "knn_y": y.astype(np.float32)}
@@ -84,7 +97,11 @@ class Predictor:
     def _logreg(self, x: np.ndarray) -> np.ndarray:
         a = self.arrays
         z = ((x - a["mean"]) / a["scale"]) @ a["coef"].T + a["intercept"]
-        return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
+        p = 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
+        if self.relative:
+            # Back to a quality: the average score plus the predicted difference from the row mean.
+            return np.clip(a["base"] + 2.0 * p - 1.0, 0.0, 1.0)
+        return p
 
     def _knn(self, x: np.ndarray) -> np.ndarray:
         a = self.arrays
@@ -103,25 +120,30 @@ def candidates(layout: Layout | None = None) -> list[Predictor]:
     """The default search space, small on purpose: the choice is made by cross-validation on the
     training data, and every extra candidate is one more chance to pick a lucky one.
 
-    One view: logistic regression (two strengths), kNN (two sizes), one blend. Several views (e.g.
-    ``e5+static``): a linear model on the first (richest) view, neighbours on the last, and their blends.
+    One view: logistic regression (two strengths, absolute and relative targets), kNN (two sizes), blends.
+    Several views (e.g. ``e5+static``): a linear model on the first (richest) view, neighbours on the last,
+    and their blends.
     """
     layout = dict(layout or {})
     if len(layout) <= 1:
         return [
             Predictor("logreg", {"C": 0.01}, layout=layout),
             Predictor("logreg", {"C": 0.1}, layout=layout),
+            Predictor("logreg", {"C": 0.01, "rel": 1.0}, layout=layout),
             Predictor("knn", {"k": 20}, layout=layout),
             Predictor("knn", {"k": 60}, layout=layout),
             Predictor("blend", {"C": 0.01, "k": 60}, layout=layout),
+            Predictor("blend", {"C": 0.01, "rel": 1.0, "k": 60}, layout=layout),
         ]
     first, last = next(iter(layout)), list(layout)[-1]
     both = {"logreg": first, "knn": last}
     return [
         Predictor("logreg", {"C": 0.001}, {"logreg": first}, layout),
+        Predictor("logreg", {"C": 0.001, "rel": 1.0}, {"logreg": first}, layout),
         Predictor("knn", {"k": 20}, {"knn": last}, layout),
         Predictor("blend", {"C": 0.001, "k": 20}, both, layout),
         Predictor("blend", {"C": 0.01, "k": 20}, both, layout),
+        Predictor("blend", {"C": 0.001, "rel": 1.0, "k": 20}, both, layout),
     ]
 
 
