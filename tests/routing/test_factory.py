@@ -31,3 +31,19 @@ def test_unknown_router_and_missing_learned_model_fail_clearly() -> None:
 def test_nano_router_by_name() -> None:
     router = build_router(Config.from_dict({"tiers": TIERS, "routing": {"router": "nano"}}), None)
     assert router.name == "nano"
+
+
+def test_every_router_is_importable_from_the_package() -> None:
+    import tierwise.routing as routing
+    from tierwise.routing.cascade import CascadeRouter
+    from tierwise.routing.learned import LearnedRouter
+    from tierwise.routing.nano import NanoRouter
+
+    assert (routing.LearnedRouter, routing.CascadeRouter, routing.NanoRouter) == (
+        LearnedRouter,
+        CascadeRouter,
+        NanoRouter,
+    )
+    assert set(routing.__all__) >= {"PolicyRouter", "LearnedModel", "Outcomes"}
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        _ = routing.Nope

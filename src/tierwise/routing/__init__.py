@@ -1,8 +1,54 @@
-"""Routers: decide which tier and model run a task, and say why."""
+"""Routers: decide which tier and model run a task, and say why.
+
+The routers trained on outcomes (learned, cascade) and the nano router load lazily: they pull in numpy
+and the embedders, which the policy router on the hot path never needs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from tierwise.routing.base import CallFn, Router
 from tierwise.routing.kinds import KindGuess, KindInferrer
 from tierwise.routing.policy import PolicyRouter, Rule
 from tierwise.routing.task import Decision, Task
 
-__all__ = ["CallFn", "Decision", "KindGuess", "KindInferrer", "PolicyRouter", "Router", "Rule", "Task"]
+_LAZY = {
+    "CascadeRouter": "tierwise.routing.cascade",
+    "LearnedModel": "tierwise.routing.learned",
+    "LearnedRouter": "tierwise.routing.learned",
+    "NanoRouter": "tierwise.routing.nano",
+    "Outcomes": "tierwise.routing.outcomes",
+}
+
+__all__ = [
+    "CallFn",
+    "CascadeRouter",
+    "Decision",
+    "KindGuess",
+    "KindInferrer",
+    "LearnedModel",
+    "LearnedRouter",
+    "NanoRouter",
+    "Outcomes",
+    "PolicyRouter",
+    "Router",
+    "Rule",
+    "Task",
+]
+
+if TYPE_CHECKING:
+    from tierwise.routing.cascade import CascadeRouter
+    from tierwise.routing.learned import LearnedModel, LearnedRouter
+    from tierwise.routing.nano import NanoRouter
+    from tierwise.routing.outcomes import Outcomes
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tierwise.routing' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
