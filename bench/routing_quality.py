@@ -124,7 +124,7 @@ def latency(embedder: str) -> dict[str, float]:
     out = {
         "decide_p50_ms": 1e3 * float(np.percentile(timings, 50)),
         "decide_p99_ms": 1e3 * float(np.percentile(timings, 99)),
-        "predictor": model.predictor.label,
+        "predictor": model.label,
     }  # type: ignore[dict-item]
     for name in ("static", "e5"):
         emb = get_embedder(name)

@@ -119,7 +119,9 @@ def test_bad_input_is_one_line_and_exit_2(
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_train_writes_a_loadable_router(small_arc: Path, tmp_path: Path) -> None:
+def test_train_writes_a_loadable_router(
+    small_arc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tierwise.cli.eval_cmd import eval_app
 
     out = tmp_path / "router.npz"
@@ -130,8 +132,13 @@ def test_train_writes_a_loadable_router(small_arc: Path, tmp_path: Path) -> None
     summary = json.loads(result.stdout)
     model = LearnedModel.load(out)
     assert summary["models"] == list(model.models) and model.n_train == summary["n_train"]
+    # An empty ledger has nothing to train on: the error says how to record outcomes.
+    toml = tmp_path / "tierwise.toml"
+    toml.write_text(f'[ledger]\nurl = "sqlite:///{tmp_path}/ledger.db"\n')
+    monkeypatch.setenv("TIERWISE_CONFIG", str(toml))
     refused = runner.invoke(eval_app, ["train", "--from-ledger", "--out", str(out)])
-    assert refused.exit_code == 2 and "not yet available" in refused.stderr
+    assert refused.exit_code == 2 and "no shadow checks to train on" in refused.stderr
+    assert "[shadow] share" in refused.stderr
 
 
 def test_replay_function_split_and_baselines(small_arc: Path) -> None:

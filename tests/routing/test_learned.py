@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from collections.abc import Iterator
@@ -70,8 +71,13 @@ class StubRouter:
 
 
 def test_fit_chooses_by_cross_validation(model: LearnedModel, arc: Outcomes) -> None:
-    assert set(model.selection) == {"logreg(C=0.05)", "knn(k=20)"}
-    assert model.predictor.label == max(model.selection, key=lambda k: model.selection[k])
+    singles = {"logreg(C=0.05)", "knn(k=20)"}
+    best = max(singles, key=lambda k: model.selection[k])
+    # The best candidate first, then the runner-up; the router predicts with their mean.
+    assert model.predictor.label == best and {p.label for p in model.predictors} == singles
+    assert model.label == f"mean({best}, {(singles - {best}).pop()})" and model.label in model.selection
+    x = model.features(arc.prompts[:5])
+    assert np.allclose(model.predict(x), np.mean([p.predict(x) for p in model.predictors], axis=0))
     assert model.calib_q.shape == (arc.n, 3) and model.n_train == arc.n
     q = model.predict(model.features(arc.prompts[:5]))
     assert q.shape == (5, 3) and ((q >= 0) & (q <= 1)).all()
@@ -86,7 +92,7 @@ def test_save_load_round_trip(model: LearnedModel, arc: Outcomes, tmp_path: Path
     x = model.features(arc.prompts[:20])
     assert np.allclose(loaded.predict(x), model.predict(x))
     assert loaded.models == model.models and loaded.lam == model.lam
-    assert loaded.predictor.label == model.predictor.label
+    assert loaded.label == model.label
 
 
 def test_calibrate_meets_cost_and_large_share_targets(model: LearnedModel) -> None:
@@ -144,7 +150,7 @@ def test_relative_targets_rank_models_by_their_difference_and_survive_save(
     # difference, where absolute targets would predict "easy" for all. Back as qualities in [0, 1].
     rel = Predictor("blend", {"C": 0.05, "rel": 1.0, "k": 20})
     model = LearnedModel.fit(arc, embedder="static", choices=[rel], folds=3)
-    assert model.predictor.relative and model.predictor.label == "blend(C=0.05,rel,k=20)"
+    assert model.predictor.relative and model.label == "blend(C=0.05,rel,k=20)"
     x = model.features(arc.prompts[:30])
     q = model.predict(x)
     assert q.shape == (30, 3) and ((q >= 0) & (q <= 1)).all()
@@ -156,3 +162,19 @@ def test_relative_targets_rank_models_by_their_difference_and_survive_save(
     absolute = Predictor("logreg", {"C": 0.05}).fit(x, arc.scores[:30])
     relative = Predictor("logreg", {"C": 0.05, "rel": 1.0}).fit(x, arc.scores[:30])
     assert not np.allclose(absolute.predict(x), relative.predict(x))
+
+
+def test_format_1_files_still_load(arc: Outcomes, tmp_path: Path) -> None:
+    """Routers saved before predictors were averaged (one predictor, arrays prefixed p_) still deploy."""
+    model = LearnedModel.fit(arc, embedder="static", choices=[Predictor("knn", {"k": 20})], folds=3)
+    path = model.save(tmp_path / "new.npz")
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    meta["format"] = "tierwise-learned-router/1"
+    meta["predictor"] = meta.pop("predictors")[0]
+    old = {("p_" + k[3:] if k.startswith("p0_") else k): v for k, v in arrays.items()}
+    np.savez_compressed(tmp_path / "old.npz", meta=np.array(json.dumps(meta)), **old)
+    loaded = LearnedModel.load(tmp_path / "old.npz")
+    x = model.features(arc.prompts[:10])
+    assert loaded.label == "knn(k=20)" and np.allclose(loaded.predict(x), model.predict(x))

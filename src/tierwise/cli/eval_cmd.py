@@ -195,7 +195,7 @@ def train(
         "models": list(model.models),
         "n_train": model.n_train,
         "skipped_blank_rows": data.skipped,
-        "predictor": model.predictor.label,
+        "predictor": model.label,
         "cv_aiq": model.selection,
         "lambda": None if model.lam == float("inf") else model.lam,
         "embedder": model.embedder,
@@ -204,9 +204,7 @@ def train(
     if as_json:
         print_json(summary)
         return
-    console.print(
-        f"trained on {model.n_train} prompts, {len(model.models)} models; predictor {model.predictor.label}"
-    )
+    console.print(f"trained on {model.n_train} prompts, {len(model.models)} models; predictor {model.label}")
     if "ledger" in summary:
         console.print(f"from the ledger: {summary['ledger']}")
     console.print(f"λ = {summary['lambda']}; saved to {path}")

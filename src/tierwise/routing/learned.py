@@ -29,7 +29,8 @@ from tierwise.tiers import TaskKind, Tier
 
 log = logging.getLogger(__name__)
 
-FORMAT = "tierwise-learned-router/1"
+FORMAT = "tierwise-learned-router/2"  # /2: several predictors, averaged
+READS = ("tierwise-learned-router/1", FORMAT)
 # λ is in quality per cost of the costliest model; this grid spans "cost is free" to "only cost matters".
 LAMBDAS = np.concatenate([[0.0], np.geomspace(1e-3, 1e3, 121), [np.inf]])
 
@@ -42,7 +43,7 @@ class LearnedModel:
     costs: np.ndarray  # mean cost per call of each model on the training data
     cost_unit: str
     embedder: str
-    predictor: Predictor
+    predictors: tuple[Predictor, ...]  # their predictions are averaged
     lam: float = 0.0
     large: tuple[str, ...] = ()  # models that count as the large tier for target_large_share
     calib_q: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # out-of-fold predictions
@@ -64,7 +65,8 @@ class LearnedModel:
         """Fit on outcomes; the predictor is chosen by cross-validation on the training data only.
 
         The criterion is AIQ of the λ sweep, or for two models RouteLLM's APGR (its metric of record,
-        which, unlike AIQ, is not dominated by the area both models share).
+        which, unlike AIQ, is not dominated by the area both models share). The router predicts with the
+        mean of the two best candidates.
         Folds keep groups whole when there are at least ``folds`` groups (MMLU subjects), so the choice
         rewards predictors that carry over to unseen subjects. ``features`` skips embedding (precomputed).
         """
@@ -120,30 +122,33 @@ class LearnedModel:
             ]
             return 0.5 * (out_of_fold(parts[0], r) + out_of_fold(parts[1], r))
 
-        best: tuple[float, Predictor] | None = None
+        def cv_score(oofs: Sequence[np.ndarray]) -> float:
+            return float(np.mean([_selection_score(q, data, costs, max_cost) for q in oofs]))
+
+        rounds = range(len(partitions))
         selection: dict[str, float] = {}
-        for option in options:
-            score = float(
-                np.mean(
-                    [
-                        _selection_score(predictions(option, r), data, costs, max_cost)
-                        for r in range(len(partitions))
-                    ]
-                )
-            )
+        scored: list[tuple[float, int, Predictor]] = []
+        for i, option in enumerate(options):
+            score = cv_score([predictions(option, r) for r in rounds])
             selection[option.label] = round(score, 6)
-            if best is None or score > best[0]:
-                best = (score, option)
-        assert best is not None
-        _, chosen = best
-        oof = predictions(chosen, 0)
-        predictor = chosen.copy().fit(x, data.scores)
+            scored.append((score, -i, option))
+        scored.sort(key=lambda t: (t[0], t[1]), reverse=True)
+        chosen = [scored[0][2]]
+        if len(scored) > 1:
+            # Candidates within noise of each other swap places from one training set to the next (by
+            # MMLU subject, the top few differ by ~0.01 APGR); the mean of the best two hedges that choice.
+            # Its CV score is recorded, not used to gate it: gating on it is one more noisy selection.
+            pair = [scored[0][2], scored[1][2]]
+            pair_score = cv_score([np.mean([predictions(o, r) for o in pair], axis=0) for r in rounds])
+            selection["mean(" + ", ".join(o.label for o in pair) + ")"] = round(pair_score, 6)
+            chosen = pair
+        oof = np.mean([predictions(o, 0) for o in chosen], axis=0)
         model = cls(
             models=data.models,
             costs=costs,
             cost_unit=data.cost_unit,
             embedder=embedder,
-            predictor=predictor,
+            predictors=tuple(o.copy().fit(x, data.scores) for o in chosen),
             large=(data.models[int(np.argmax(costs))],),
             calib_q=oof.astype(np.float32),
             selection=selection,
@@ -167,8 +172,20 @@ class LearnedModel:
     def features(self, texts: Sequence[str], *, cache: bool = True) -> np.ndarray:
         return embed(list(texts), self.embedder, cache=cache)
 
+    @property
+    def predictor(self) -> Predictor:
+        """The best predictor by cross-validation (the first of ``predictors``)."""
+        return self.predictors[0]
+
+    @property
+    def label(self) -> str:
+        labels = [p.label for p in self.predictors]
+        return labels[0] if len(labels) == 1 else f"mean({', '.join(labels)})"
+
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.predictor.predict(x)
+        if len(self.predictors) == 1:
+            return self.predictors[0].predict(x)
+        return np.mean([p.predict(x) for p in self.predictors], axis=0)
 
     @property
     def norm_costs(self) -> np.ndarray:
@@ -228,18 +245,16 @@ class LearnedModel:
             "models": list(self.models),
             "cost_unit": self.cost_unit,
             "embedder": self.embedder,
-            "predictor": {
-                "kind": self.predictor.kind,
-                "params": self.predictor.params,
-                "views": self.predictor.views,
-                "layout": self.predictor.layout,
-            },
+            "predictors": [
+                {"kind": p.kind, "params": p.params, "views": p.views, "layout": p.layout}
+                for p in self.predictors
+            ],
             "lam": None if np.isinf(self.lam) else self.lam,
             "large": list(self.large),
             "selection": self.selection,
             "n_train": self.n_train,
         }
-        arrays = {f"p_{k}": v for k, v in self.predictor.arrays.items()}
+        arrays = {f"p{i}_{k}": v for i, p in enumerate(self.predictors) for k, v in p.arrays.items()}
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(
             path, meta=np.array(json.dumps(meta)), costs=self.costs, calib_q=self.calib_q, **arrays
@@ -257,23 +272,26 @@ class LearnedModel:
                 arrays = {k: z[k] for k in z.files}
         except (OSError, ValueError, KeyError) as exc:
             raise ConfigError(f"{path} is not a tierwise learned router file ({exc})") from None
-        if meta.get("format") != FORMAT:
+        if meta.get("format") not in READS:
             raise ConfigError(
                 f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}; re-run eval train"
             )
-        spec = meta["predictor"]
-        views = spec.get("views", {})
-        pred = Predictor(
-            spec["kind"], spec["params"], views, {k: tuple(v) for k, v in spec.get("layout", {}).items()}
-        )
-        pred.arrays = {k[2:]: v for k, v in arrays.items() if k.startswith("p_")}
+        # Format 1 held one predictor, its arrays prefixed "p_"; format 2 a list, prefixed "p0_", "p1_"...
+        specs = meta["predictors"] if "predictors" in meta else [meta["predictor"]]
+        prefixes = [f"p{i}_" for i in range(len(specs))] if "predictors" in meta else ["p_"]
+        predictors = []
+        for spec, prefix in zip(specs, prefixes, strict=True):
+            layout_ = {k: tuple(v) for k, v in spec.get("layout", {}).items()}
+            pred = Predictor(spec["kind"], spec["params"], spec.get("views", {}), layout_)
+            pred.arrays = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+            predictors.append(pred)
         lam = meta["lam"]
         return cls(
             models=tuple(meta["models"]),
             costs=arrays["costs"],
             cost_unit=meta["cost_unit"],
             embedder=meta["embedder"],
-            predictor=pred,
+            predictors=tuple(predictors),
             lam=float("inf") if lam is None else float(lam),
             large=tuple(meta["large"]),
             calib_q=arrays["calib_q"],
