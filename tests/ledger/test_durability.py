@@ -201,3 +201,23 @@ def test_forgotten_close_is_flushed_at_exit(sqlite_url: str) -> None:
     )
     subprocess.run([sys.executable, "-c", script, sqlite_url], check=True, timeout=120)
     assert count_calls(sqlite_url, "exit") == 500
+
+
+def test_flush_behind_several_batches_does_not_wait_out_the_interval(sqlite_url: str) -> None:
+    # With a 10-minute gathering interval, a flush queued behind three batches must still return
+    # as soon as they are written: the writer may not sit out the interval between batches.
+    script = textwrap.dedent(
+        """
+        import sys
+        from tierwise.ledger import CallRecord, Ledger
+        ledger = Ledger(sys.argv[1], flush_interval_s=600.0, batch_size=10)
+        for i in range(35):
+            ledger.record_call(CallRecord(
+                run_id="multi", task_kind="classify", tier="nano", model="m", provider="p",
+                reason="r", status="ok"))
+        ledger.flush()
+        ledger.close()
+        """
+    )
+    subprocess.run([sys.executable, "-c", script, sqlite_url], check=True, timeout=60)
+    assert count_calls(sqlite_url, "multi") == 35

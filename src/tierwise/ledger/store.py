@@ -92,6 +92,10 @@ class Ledger:
         self._error: LedgerError | None = None
         self._error_lock = threading.Lock()
         self._wake = threading.Event()
+        # Flush/stop markers still queued: while any is, the writer must not sit out flush_interval_s
+        # (a marker behind more than one batch would otherwise wait a full interval per batch).
+        self._marks = 0
+        self._marks_lock = threading.Lock()
         self._closed = False
         self._thread = threading.Thread(target=self._writer, name="tierwise-ledger-writer", daemon=True)
         self._thread.start()
@@ -131,14 +135,19 @@ class Ledger:
             raise LedgerError(f"the ledger at {self.display_url} is closed; open a new Ledger to write")
         self._queue.put(item)
 
+    def _signal(self, marker: _Item) -> None:
+        with self._marks_lock:
+            self._marks += 1
+        self._queue.put(marker)
+        self._wake.set()
+
     def flush(self) -> None:
         """Block until everything enqueued so far is committed; raise the first write error since."""
         if self._closed:
             self._raise_pending()
             return
         done = threading.Event()
-        self._queue.put((_FLUSH, done.set))
-        self._wake.set()
+        self._signal((_FLUSH, done.set))
         while not done.wait(1.0):
             if not self._thread.is_alive():
                 raise LedgerError(f"the ledger writer thread for {self.display_url} stopped unexpectedly")
@@ -156,8 +165,7 @@ class Ledger:
             if not future.done():
                 future.set_result(None)
 
-        self._queue.put((_FLUSH, lambda: loop.call_soon_threadsafe(resolve)))
-        self._wake.set()
+        self._signal((_FLUSH, lambda: loop.call_soon_threadsafe(resolve)))
         await future
         self._raise_pending()
 
@@ -167,8 +175,7 @@ class Ledger:
             return
         self._closed = True
         atexit.unregister(self._atexit)
-        self._queue.put((_STOP, None))
-        self._wake.set()
+        self._signal((_STOP, None))
         self._thread.join()
         self._engine.dispose()
         self._raise_pending()
@@ -203,7 +210,7 @@ class Ledger:
         queue, batch_size, interval = self._queue, self._batch_size, self._flush_interval_s
         while True:
             item = queue.get()  # idle: sleep until something arrives
-            if item[0] < _FLUSH and queue.qsize() < batch_size:
+            if item[0] < _FLUSH and queue.qsize() < batch_size and not self._marks:
                 # Gather for flush_interval_s so a steady trickle becomes few transactions. Waiting on an
                 # event rather than on queue.get(timeout) matters: a blocked get wakes this thread (and
                 # takes the GIL from the event loop) on every single record; a flush or stop sets it.
@@ -220,6 +227,9 @@ class Ledger:
             except Exception as exc:  # never let the thread die: flush() would wait forever
                 self._fail(exc, "the ledger writer failed")
             for op, payload in batch:
+                if op >= _FLUSH:
+                    with self._marks_lock:
+                        self._marks -= 1
                 if op == _FLUSH:
                     # RuntimeError: the waiting event loop is already closed; nobody is waiting.
                     with contextlib.suppress(RuntimeError):
