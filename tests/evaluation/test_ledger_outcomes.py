@@ -247,3 +247,27 @@ async def test_shadow_judge_scores_both_answers_whatever_the_order(
     # The judge's calls are shadow spend too.
     shadow_cost = sum(c.cost_usd or 0 for c in shadows + judges)
     assert report["shadow_cost_usd"] == pytest.approx(shadow_cost, rel=1e-6)
+
+
+async def test_an_invalid_judge_verdict_is_recorded_and_gives_no_score(
+    tmp_path: Path, chaos_server: ChaosServer
+) -> None:
+    toml = tmp_path / "tierwise.toml"
+    config = chaos_config(chaos_server.base_url, f"sqlite:///{tmp_path}/l.db", SHADOW.format(judge="true"))
+    toml.write_text(config)
+    chaos_server.set_script(
+        {
+            "rules": [
+                {"match": {"user_contains": "<answer_a>"}, "reply": {"text": '{"score_a": 42}'}},
+                {"reply": {"text": "low"}},
+            ]
+        }
+    )
+    async with Session(toml) as s:
+        await s.call("card stolen", kind="classify")
+    with Ledger(Config.load(toml).ledger.url) as ledger:
+        calls = ledger.calls()
+    judge = next(c for c in calls if c.operation == "judge")
+    shadow = next(c for c in calls if c.operation == "shadow")
+    assert judge.status == "invalid_output" and "score" in (judge.error or "")
+    assert "routed_score" not in shadow.metadata and shadow.metadata["agree"] is True

@@ -272,25 +272,17 @@ class Runtime:
         completion, cost, _ = await self._send(
             judge_task, decision, judge, messages, judge_task.schema(), run
         )
+        verdict: JudgeVerdict | None = None
+        status, error = "ok", None
         try:
             verdict = validate(completion.text, model=JudgeVerdict)
         except OutputInvalid as bad:
-            self._record(
-                judge_task,
-                decision,
-                judge,
-                run,
-                completion,
-                cost,
-                "invalid_output",
-                bad.detail,
-                messages,
-                operation="judge",
-            )
-            return {}
+            status, error = "invalid_output", bad.detail
         self._record(
-            judge_task, decision, judge, run, completion, cost, "ok", None, messages, operation="judge"
+            judge_task, decision, judge, run, completion, cost, status, error, messages, operation="judge"
         )
+        if verdict is None:
+            return {}
         routed_score, large_score = verdict.scores(flip=flip)
         return {"routed_score": routed_score, "large_score": large_score}
 
