@@ -126,22 +126,16 @@ class LearnedModel:
             return float(np.mean([_selection_score(q, data, costs, max_cost) for q in oofs]))
 
         rounds = range(len(partitions))
-        selection: dict[str, float] = {}
-        scored: list[tuple[float, int, Predictor]] = []
-        for i, option in enumerate(options):
-            score = cv_score([predictions(option, r) for r in rounds])
-            selection[option.label] = round(score, 6)
-            scored.append((score, -i, option))
-        scored.sort(key=lambda t: (t[0], t[1]), reverse=True)
-        chosen = [scored[0][2]]
-        if len(scored) > 1:
-            # Candidates within noise of each other swap places from one training set to the next (by
-            # MMLU subject, the top few differ by ~0.01 APGR); the mean of the best two hedges that choice.
-            # Its CV score is recorded, not used to gate it: gating on it is one more noisy selection.
-            pair = [scored[0][2], scored[1][2]]
-            pair_score = cv_score([np.mean([predictions(o, r) for o in pair], axis=0) for r in rounds])
-            selection["mean(" + ", ".join(o.label for o in pair) + ")"] = round(pair_score, 6)
-            chosen = pair
+        scores = [cv_score([predictions(o, r) for r in rounds]) for o in options]
+        selection = {o.label: round(score, 6) for o, score in zip(options, scores, strict=True)}
+        # Candidates within noise of each other swap places from one training set to the next (by MMLU
+        # subject, the top few differ by ~0.01 APGR): predict with the mean of the best two. The pair's CV
+        # score is recorded, not used to gate it: gating on it would be one more noisy selection.
+        ranked = sorted(range(len(options)), key=lambda i: -scores[i])  # stable: earlier wins ties
+        chosen = [options[i] for i in ranked[:2]]
+        if len(chosen) == 2:
+            pair = cv_score([np.mean([predictions(o, r) for o in chosen], axis=0) for r in rounds])
+            selection[f"mean({chosen[0].label}, {chosen[1].label})"] = round(pair, 6)
         oof = np.mean([predictions(o, 0) for o in chosen], axis=0)
         model = cls(
             models=data.models,
