@@ -9,7 +9,16 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from tierwise.cli.common import console, fail, guarded, load_config, print_json, run_async, set_config_path
+from tierwise.cli.common import (
+    check_budget,
+    console,
+    fail,
+    guarded,
+    load_config,
+    print_json,
+    run_async,
+    set_config_path,
+)
 from tierwise.cli.ledger_cmds import register as register_ledger_commands
 from tierwise.cli.orchestrate_cmd import register as register_orchestrate_commands
 from tierwise.cli.systems_cmd import register as register_system_commands
@@ -40,12 +49,6 @@ def _text(text: str) -> str:
     if not text.strip():
         raise fail('the text is empty: pass the request as an argument, e.g. tierwise ask "What is 2+2?"')
     return text
-
-
-def _budget(budget: float | None) -> float | None:
-    if budget is not None and budget <= 0:
-        raise fail(f"--budget must be greater than 0, got {budget}: pass a positive amount in USD")
-    return budget
 
 
 def _schema(path: Path | None) -> dict[str, Any] | None:
@@ -106,7 +109,7 @@ def ask(
 ) -> None:
     """Route TEXT, call the chosen model, validate, record it in the ledger and print the answer."""
     text = _text(text)
-    budget = _budget(budget)
+    budget = check_budget(budget)
     if tier is not None and model is not None:
         raise fail("pass either --tier or --model, not both")
     if tier is not None:

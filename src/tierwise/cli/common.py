@@ -48,6 +48,13 @@ def run_async(fn: Callable[[], Awaitable[T]]) -> T:
         raise fail("interrupted", 130) from None
 
 
+def check_budget(budget: float | None) -> float | None:
+    """A --budget option: a positive amount in USD, or none."""
+    if budget is not None and budget <= 0:
+        raise fail(f"--budget must be greater than 0, got {budget}: pass a positive amount in USD")
+    return budget
+
+
 def guarded(fn: Callable[[], T]) -> T:
     try:
         return fn()

@@ -10,7 +10,7 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from tierwise.cli.common import console, err_console, fail, load_config, print_json, run_async
+from tierwise.cli.common import check_budget, console, err_console, fail, load_config, print_json, run_async
 from tierwise.orchestration import OrchestrationResult, orchestrate
 from tierwise.session import Session
 
@@ -110,8 +110,7 @@ def register(app: typer.Typer) -> None:
         """Plan on the large tier, execute on mini/nano subagents, synthesize and check on large."""
         if not goal.strip():
             raise fail('the goal is empty: say what to do, e.g. tierwise orchestrate "List the TODOs"')
-        if budget is not None and budget <= 0:
-            raise fail(f"--budget must be greater than 0, got {budget}: pass a positive amount in USD")
+        check_budget(budget)
         if workspace is not None and not workspace.is_dir():
             raise fail(f"workspace {str(workspace)!r} does not exist or is not a directory")
         _run(goal, workspace, budget, None, as_json)
@@ -127,6 +126,5 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
     ) -> None:
         """Continue an interrupted orchestration; finished steps are not paid for again."""
-        if budget is not None and budget <= 0:
-            raise fail(f"--budget must be greater than 0, got {budget}: pass a positive amount in USD")
+        check_budget(budget)
         _run("", None, budget, run_id, as_json)

@@ -10,7 +10,15 @@ from typing import Annotated, Any
 
 import typer
 
-from tierwise.cli.common import console, err_console, fail, guarded, load_config, print_json, run_async
+from tierwise.cli.common import (
+    check_budget,
+    console,
+    err_console,
+    guarded,
+    load_config,
+    print_json,
+    run_async,
+)
 from tierwise.session import Session
 from tierwise.systems import coding_assistant
 from tierwise.systems.coding_assistant import CodingResult, Mode
@@ -68,8 +76,7 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
     ) -> None:
         """Answer REQUEST about --repo or propose a diff: large plans and synthesizes, mini inspects files."""
-        if budget is not None and budget <= 0:
-            raise fail(f"--budget must be greater than 0, got {budget}: pass a positive amount in USD")
+        check_budget(budget)
         mode: Mode | None = None
         if out is not None:
             ext = guarded(lambda: check_out(out, FORMATS))

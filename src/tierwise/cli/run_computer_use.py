@@ -9,7 +9,16 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from tierwise.cli.common import console, err_console, fail, guarded, load_config, print_json, run_async
+from tierwise.cli.common import (
+    check_budget,
+    console,
+    err_console,
+    fail,
+    guarded,
+    load_config,
+    print_json,
+    run_async,
+)
 from tierwise.session import Session
 from tierwise.systems import computer_use
 from tierwise.systems.computer_use import MAX_STEPS_LIMIT, ComputerUseResult, StepResult
@@ -86,8 +95,7 @@ def register(app: typer.Typer) -> None:
             raise fail(
                 f"--max-steps must be a whole number between 1 and {MAX_STEPS_LIMIT}, got {max_steps!r}"
             ) from None
-        if budget is not None and budget <= 0:
-            raise fail(f"--budget must be greater than 0, got {budget}: pass a positive amount in USD")
+        check_budget(budget)
         if out is not None:
             guarded(lambda: check_out(out, ("json", "md")))  # a typo in --out costs nothing
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from tierwise.cli.common import console, fail, load_config, print_json, run_async
+from tierwise.cli.common import check_budget, console, fail, load_config, print_json, run_async
 from tierwise.errors import TierwiseError
 from tierwise.session import Session
 from tierwise.systems.pr_review import PRReview, review
@@ -64,8 +64,7 @@ def register(run_app: typer.Typer) -> None:
 
         An empty diff is not an error: it prints a message, writes an empty report and exits 0.
         """
-        if budget is not None and budget <= 0:
-            raise fail(f"--budget must be greater than 0, got {budget}")
+        check_budget(budget)
         try:
             if out is not None:
                 check_out(out, EXTENSIONS)

@@ -9,7 +9,16 @@ from typing import Annotated, Any
 
 import typer
 
-from tierwise.cli.common import console, err_console, fail, guarded, load_config, print_json, run_async
+from tierwise.cli.common import (
+    check_budget,
+    console,
+    err_console,
+    fail,
+    guarded,
+    load_config,
+    print_json,
+    run_async,
+)
 from tierwise.session import Session
 from tierwise.systems import research
 from tierwise.systems.reporting import check_out, print_cost_line, write_outputs
@@ -60,8 +69,7 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
     ) -> None:
         """Answer QUESTION from --sources: mini gathers evidence, nano classifies, large synthesizes."""
-        if budget is not None and budget <= 0:
-            raise fail(f"--budget must be greater than 0, got {budget}: pass a positive amount in USD")
+        check_budget(budget)
         if out is not None:
             guarded(lambda: check_out(out, FORMATS))
         if not question.strip():

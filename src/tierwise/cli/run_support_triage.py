@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from tierwise.cli.common import console, fail, load_config, print_json, run_async
+from tierwise.cli.common import check_budget, console, fail, load_config, print_json, run_async
 from tierwise.session import Session
 from tierwise.systems.support_triage import TriageReport, triage
 from tierwise.systems.triage_io import read_examples, read_kb, read_labels, read_tickets
@@ -61,8 +61,7 @@ def register(run_app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
     ) -> None:
         """Triage support tickets: intent and urgency (nano), grounded drafts (mini), escalations (large)."""
-        if budget is not None and budget <= 0:
-            raise fail(f"--budget must be greater than 0, got {budget}")
+        check_budget(budget)
         if out.suffix.lower() not in (".jsonl", ".ndjson"):
             raise fail(f"--out {str(out)!r} must end in .jsonl: the output is one JSON line per ticket")
 
