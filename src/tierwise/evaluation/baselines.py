@@ -67,11 +67,16 @@ class LearnedReplay:
         return _lambda_plans(self._q(test), self.model.costs, len(test.models))
 
     def strong_score(self, test: Outcomes) -> np.ndarray | None:
-        if len(test.models) != 2:
-            return None
-        q = self._q(test)
-        s, w = test.strong_weak()
-        return q[:, s] - q[:, w]
+        return _strong_minus_weak(self._q, test)
+
+
+def _strong_minus_weak(predict: Callable[[Outcomes], np.ndarray], test: Outcomes) -> np.ndarray | None:
+    """Two-model data: the predicted quality gain of the strong model, RouteLLM's routing score."""
+    if len(test.models) != 2:
+        return None
+    q = predict(test)
+    s, w = test.strong_weak()
+    return q[:, s] - q[:, w]
 
 
 class CascadeReplay:
@@ -125,11 +130,7 @@ class TfidfKnnReplay:
         return _lambda_plans(self._q(test), self._fitted[3], len(test.models))
 
     def strong_score(self, test: Outcomes) -> np.ndarray | None:
-        if len(test.models) != 2:
-            return None
-        q = self._q(test)
-        s, w = test.strong_weak()
-        return q[:, s] - q[:, w]
+        return _strong_minus_weak(self._q, test)
 
 
 class RandomReplay:
