@@ -157,3 +157,19 @@ def llama_server() -> Iterator[str]:
         proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+def tw(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """The CLI as a user runs it, in a subprocess, without any key or config from the environment."""
+    full_env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "TIERWISE_CONFIG")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "tierwise", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -3,28 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import chaos_config
+from tests.conftest import tw as run_cli
 from tierwise.testing import ChaosServer
 
 
 def tw(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "TIERWISE_CONFIG")}
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "tierwise", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    return run_cli(*args, cwd=cwd, env=env, timeout=180)
 
 
 @pytest.fixture()

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import chaos_config
+from tests.conftest import chaos_config, tw
 from tierwise import InputError, Session
 from tierwise.ledger import Ledger
 from tierwise.systems import research
@@ -234,18 +231,6 @@ async def test_bad_inputs_are_input_errors(chaos_toml: Path, tmp_path: Path) -> 
             await research.run(s, empty, QUESTION)
         with pytest.raises(InputError, match="question is empty"):
             await research.run(s, make_sources(tmp_path), "  ")
-
-
-def tw(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "TIERWISE_CONFIG")}
-    return subprocess.run(
-        [sys.executable, "-m", "tierwise", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 @pytest.mark.parametrize(
