@@ -22,7 +22,7 @@ import openai
 from tierwise import Session
 from tierwise.orchestration import ExecLimits, Executor, Plan, Step
 from tierwise.testing import ChaosServer
-from tierwise.tiers import TaskKind, Tier
+from tierwise.core import TaskKind, Tier
 
 CONFIG = """
 [ledger]

@@ -20,7 +20,7 @@ import openai
 from tierwise.config import Config
 from tierwise.routing import PolicyRouter, Task
 from tierwise.testing import ChaosServer
-from tierwise.tiers import Stakes, TaskKind
+from tierwise.core import Stakes, TaskKind
 
 N_DECISIONS = 10_000
 N_CALLS = 300

@@ -21,7 +21,7 @@ from tierwise.evaluation.baselines import CascadeReplay, LearnedReplay, ReplayRo
 from tierwise.evaluation.datasets import load_outcomes, mmlu_files, routerbench_files
 from tierwise.evaluation.metrics import apgr, cpt, oracle_strong_score, random_strong_score, routellm_curve
 from tierwise.evaluation.replay import ReplayResult, replay
-from tierwise.routing.task import Task
+from tierwise.core import Task
 
 TARGET_APGR = 0.603
 TARGET_ARC_PCT = 98.0
@@ -105,7 +105,7 @@ def latency(embedder: str) -> dict[str, float]:
     from tierwise.models.spec import ModelSpec
     from tierwise.routing.features import get_embedder
     from tierwise.routing.learned import LearnedModel, LearnedRouter
-    from tierwise.tiers import Tier
+    from tierwise.core import Tier
 
     data = load_outcomes([routerbench_files()[0]])
     model = LearnedModel.fit(data, embedder=embedder)

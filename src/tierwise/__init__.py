@@ -21,22 +21,22 @@ _EXPORTS = {
     "ProviderError": "tierwise.errors",
     "RoutingError": "tierwise.errors",
     "TierwiseError": "tierwise.errors",
-    "Capability": "tierwise.models",
+    "Capability": "tierwise.core",
     "Catalog": "tierwise.models",
     "ModelSpec": "tierwise.models",
-    "Usage": "tierwise.models",
-    "Decision": "tierwise.routing",
+    "Usage": "tierwise.core",
+    "Decision": "tierwise.core",
     "Router": "tierwise.routing",
-    "Task": "tierwise.routing",
+    "Task": "tierwise.core",
     "Budget": "tierwise.runtime",
     "Caps": "tierwise.runtime",
     "Result": "tierwise.runtime",
     "Run": "tierwise.runtime",
     "Session": "tierwise.session",
     "SyncSession": "tierwise.session",
-    "Stakes": "tierwise.tiers",
-    "TaskKind": "tierwise.tiers",
-    "Tier": "tierwise.tiers",
+    "Stakes": "tierwise.core",
+    "TaskKind": "tierwise.core",
+    "Tier": "tierwise.core",
 }
 
 __all__ = [
@@ -79,6 +79,7 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:
     from tierwise.config import Config
+    from tierwise.core import Capability, Stakes, TaskKind, Tier, Usage
     from tierwise.errors import (
         BudgetExceeded,
         ConfigError,
@@ -89,8 +90,7 @@ if TYPE_CHECKING:
         RoutingError,
         TierwiseError,
     )
-    from tierwise.models import Capability, Catalog, ModelSpec, Usage
+    from tierwise.models import Catalog, ModelSpec
     from tierwise.routing import Decision, Router, Task
     from tierwise.runtime import Budget, Caps, Result, Run
     from tierwise.session import Session, SyncSession
-    from tierwise.tiers import Stakes, TaskKind, Tier

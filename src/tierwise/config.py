@@ -9,9 +9,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tierwise.core import TaskKind, Tier
 from tierwise.errors import ConfigError
 from tierwise.models.catalog import Catalog, load_builtin, spec_from_config
-from tierwise.tiers import Tier
 
 CONFIG_NAME = "tierwise.toml"
 DEFAULT_LEDGER_URL = "sqlite:///.tierwise/ledger.db"
@@ -74,8 +74,26 @@ class RuleConfig(_Section):
     reason: str | None = None
 
 
+class CascadeConfig(_Section):
+    """``[routing.cascade]``: live calls start on ``start`` and climb the tiers until the validators accept.
+
+    Validators: ``schema`` (structured output parses and matches), ``agreement`` (a second sample of the
+    same model at ``temperature`` agrees with the answer), ``judge`` (a model on ``judge_tier`` says the
+    answer is right), ``learned`` (the learned router's predicted quality; needs ``learned_model``).
+    The answer is accepted when every validator's confidence reaches ``tau``.
+    """
+
+    validators: list[Literal["schema", "agreement", "judge", "learned"]] = Field(
+        default_factory=lambda: ["schema", "agreement"]
+    )
+    tau: float = Field(default=0.6, ge=0, le=1)
+    start: Tier = Tier.NANO
+    judge_tier: Tier = Tier.LARGE
+    temperature: float = Field(default=0.7, gt=0, le=2)
+
+
 class RoutingConfig(_Section):
-    router: str = "policy"
+    router: Literal["policy", "learned", "nano", "cascade"] = "policy"
     ambiguity_threshold: float = Field(default=0.6, ge=0, le=1)
     kinds: dict[str, Tier] = Field(default_factory=dict)  # kind → tier overrides
     rules: list[RuleConfig] = Field(default_factory=list)
@@ -84,6 +102,8 @@ class RoutingConfig(_Section):
     learned_mapping: dict[str, str] = Field(default_factory=dict)
     # model id → models to try, in order, when it keeps failing (429/5xx/timeouts after retries).
     fallbacks: dict[str, list[str]] = Field(default_factory=dict)
+    cascade: CascadeConfig = CascadeConfig()
+    nano_model: str | None = None  # the model the nano router asks (default: the nano tier's)
 
 
 class ShadowConfig(_Section):
@@ -155,6 +175,7 @@ class Config:
                     "define it under [[models]] or pick one from `tierwise models`"
                 )
             self.tiers[tier] = spec.id
+        _check_routing(self)
 
     @property
     def ledger(self) -> LedgerConfig:
@@ -209,6 +230,56 @@ class Config:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{file}: not valid TOML: {exc}") from None
         return cls.from_dict(data, source=str(file))
+
+
+_KINDS = ", ".join(k.value for k in TaskKind)
+
+
+def _check_routing(config: Config) -> None:
+    """What pydantic cannot see: kinds, models and tiers named by [routing] must exist; a cascade must be
+    able to judge free text. One line each, naming the key and the fix."""
+    r, src = config.routing, config.source
+    for key, tier in r.kinds.items():
+        if key not in TaskKind._value2member_map_:
+            raise ConfigError(f"{src}: routing.kinds.{key}: unknown task kind (allowed: {_KINDS})")
+        if tier not in config.tiers:
+            raise ConfigError(
+                f"{src}: routing.kinds.{key} = {tier.value!r} but no model serves tier {tier.value}: "
+                f"map one under [tiers] {tier.value} = ..."
+            )
+    for i, rule in enumerate(r.rules):
+        where = f"{src}: routing.rules[{i}]"
+        if rule.kind is not None and rule.kind not in TaskKind._value2member_map_:
+            raise ConfigError(f"{where}.kind = {rule.kind!r}: unknown task kind (allowed: {_KINDS})")
+        if (rule.tier is None) == (rule.model is None):
+            raise ConfigError(f"{where}: give exactly one of tier = ... or model = ...")
+        if rule.model is not None and config.catalog.find(rule.model) is None:
+            raise ConfigError(
+                f"{where}.model = {rule.model!r} is not a known model: define it under [[models]] "
+                "or pick one from `tierwise models`"
+            )
+        if rule.tier is not None and rule.tier not in config.tiers:
+            raise ConfigError(f"{where}.tier = {rule.tier.value!r}: no model serves that tier; map one in [tiers]")
+    for model_id, chain in r.fallbacks.items():
+        for m in [model_id, *chain]:
+            if config.catalog.find(m) is None:
+                raise ConfigError(f"{src}: routing.fallbacks names {m!r}, which is not a known model")
+    if r.nano_model is not None and config.catalog.find(r.nano_model) is None:
+        raise ConfigError(f"{src}: routing.nano_model = {r.nano_model!r} is not a known model")
+    c = r.cascade
+    if r.router == "cascade":
+        if set(c.validators) <= {"schema"}:
+            raise ConfigError(
+                f"{src}: routing.cascade.validators = {c.validators} cannot judge free text (schema judges "
+                "only structured output): add 'agreement' or 'judge'"
+            )
+        if "learned" in c.validators and not r.learned_model:
+            raise ConfigError(f"{src}: routing.cascade.validators has 'learned' but routing.learned_model is unset")
+    if r.router == "learned" and not r.learned_model:
+        raise ConfigError(
+            f"{src}: routing.router = 'learned' needs routing.learned_model = FILE "
+            "(fit one with `tierwise eval train --outcomes ... --out FILE`)"
+        )
 
 
 def _describe(exc: ValidationError, source: str) -> str:

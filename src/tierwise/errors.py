@@ -49,3 +49,16 @@ class InvalidOutput(TierwiseError):
 
 class LedgerError(TierwiseError):
     """The ledger cannot be opened or written."""
+
+
+class StepFailed(TierwiseError):
+    """A step of a run failed after the runtime's retries, fallback and escalation; finished steps are
+    kept, so the run can be resumed."""
+
+    def __init__(self, message: str, step_id: str) -> None:
+        super().__init__(message)
+        self.step_id = step_id
+
+
+class ToolError(TierwiseError):
+    """A tool refused or failed (a path outside the workspace, a missing file, a bad pattern)."""

@@ -14,6 +14,7 @@ from opentelemetry import trace
 from pydantic import BaseModel
 
 from tierwise.config import Config
+from tierwise.core import Decision, Layer, Stakes, Task, TaskKind, Tier, parse_kind, parse_tier
 from tierwise.errors import InputError
 from tierwise.ledger import Ledger
 from tierwise.ledger.records import RunRecord, new_id
@@ -21,15 +22,13 @@ from tierwise.ledger.tracing import configure as configure_tracing
 from tierwise.ledger.tracing import tracer
 from tierwise.providers.base import Embeddings
 from tierwise.providers.registry import Providers
-from tierwise.routing.base import Router
+from tierwise.routing.factory import build_router
 from tierwise.routing.kinds import KindInferrer, local_embed
-from tierwise.routing.policy import PolicyRouter, Rule
-from tierwise.routing.task import Decision, Task
 from tierwise.runtime.budget import Budget, Caps
-from tierwise.runtime.result import Result, Run
-from tierwise.runtime.runtime import Runtime
+from tierwise.runtime.result import Result
+from tierwise.runtime.runtime import Runtime, Stream
+from tierwise.runtime.scope import FanOut, Scope
 from tierwise.runtime.shadow import ShadowSampler
-from tierwise.tiers import Layer, Stakes, TaskKind, Tier, parse_kind, parse_tier
 
 T = TypeVar("T")
 
@@ -49,34 +48,6 @@ def process_budget(config: Config) -> Budget:
             caps = Caps(usd=b.per_process_usd, tokens=b.per_process_tokens, calls=b.per_process_calls)
             _process_budget = Budget(caps, name="process")
         return _process_budget
-
-
-def build_router(config: Config, inferrer: KindInferrer | None) -> Router:
-    r = config.routing
-    rules = [
-        Rule(
-            tier=rule.tier,
-            model=rule.model,
-            kind=parse_kind(rule.kind) if rule.kind else None,
-            contains=rule.contains,
-            stakes=Stakes(rule.stakes) if rule.stakes else None,
-            reason=rule.reason,
-        )
-        for rule in r.rules
-    ]
-    policy = PolicyRouter(
-        config.catalog,
-        config.tiers,
-        kind_tiers={parse_kind(k): t for k, t in r.kinds.items()},
-        rules=rules,
-        ambiguity_threshold=r.ambiguity_threshold,
-        inferrer=inferrer,
-    )
-    if r.router == "policy":
-        return policy
-    from tierwise.routing.factory import build_named_router
-
-    return build_named_router(r.router, config=config, fallback=policy)
 
 
 def _inferrer() -> KindInferrer | None:
@@ -161,47 +132,69 @@ class Session:
         tokens: int | None = None,
         calls: int | None = None,
         run_id: str | None = None,
+        resume: bool = False,
         metadata: dict[str, Any] | None = None,
         layer_tiers: dict[Layer, Tier] | None = None,
-    ) -> AsyncIterator[Run]:
-        """A run: one CLI invocation, proxy request or orchestration, with its own budget."""
+        fan_out: FanOut | None = None,
+    ) -> AsyncIterator[Scope]:
+        """A run (one CLI invocation, orchestration or system run) with its own budget, as a ``Scope``.
+
+        ``resume=True`` with ``run_id`` continues that run: its finished steps are in ``scope.finished``
+        and its stored cap applies unless ``budget_usd`` gives a new one.
+        """
         self._rt()
-        assert self.ledger is not None
+        ledger = self.ledger
+        assert ledger is not None
         b = self.config.budget
         usd = budget_usd if budget_usd is not None else self._budget_usd or b.per_run_usd
+        finished: dict[str, Any] = {}
+        if resume:
+            if run_id is None:
+                raise InputError("resume needs the run id: pass run_id=... (see `tierwise runs`)")
+            stored = await asyncio.to_thread(ledger.get_run, run_id)
+            finished = await asyncio.to_thread(ledger.finished_steps, stored.id)
+            run_id, kind, label = stored.id, stored.kind, stored.label
+            usd = usd if budget_usd is not None else stored.budget_usd or usd
+            metadata = {**stored.metadata, **(metadata or {})}
         caps = Caps(usd=usd, tokens=tokens or b.per_run_tokens, calls=calls or b.per_run_calls)
-        run = Run(
+        scope = Scope(
             id=run_id or new_id(),
             kind=kind,
             budget=process_budget(self.config).child(caps),
             label=label,
             layer_tiers=dict(layer_tiers or {}),
+            finished=finished,
+            fan_out=fan_out or FanOut(),
+            runtime=self.runtime,
+            steps=ledger,
         )
-        if run_id is None:
-            self.ledger.start_run(
-                RunRecord(id=run.id, kind=kind, label=label[:200], budget_usd=usd, metadata=metadata or {})
+        if run_id is None or resume:
+            ledger.start_run(
+                RunRecord(id=scope.id, kind=kind, label=label[:200], budget_usd=usd, metadata=metadata or {})
             )
         span = tracer().start_span(
-            f"run {kind}", attributes={"tierwise.run_id": run.id, "tierwise.run.kind": kind}
+            f"run {kind}", attributes={"tierwise.run_id": scope.id, "tierwise.run.kind": kind}
         )
         try:
             with trace.use_span(span, end_on_exit=True):
-                yield run
+                yield scope
         except BaseException as exc:
             status = (
                 "interrupted" if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)) else "failed"
             )
-            self.ledger.finish_run(run.id, status, error=str(exc)[:500] or type(exc).__name__)
-            await self.ledger.aflush()
+            ledger.finish_run(scope.id, status, error=str(exc)[:500] or type(exc).__name__)
+            await ledger.aflush()
             raise
-        self.ledger.finish_run(run.id, "ok")
-        await self.ledger.aflush()
+        ledger.finish_run(scope.id, "ok")
+        await ledger.aflush()
 
-    async def _in_run(self, run: Run | None, kind: str, label: str, fn: Callable[[Run], Awaitable[T]]) -> T:
+    async def _in_run(
+        self, run: Scope | None, kind: str, label: str, fn: Callable[[Scope], Awaitable[T]]
+    ) -> T:
         if run is not None:
             return await fn(run)
-        async with self.run(kind, label) as new_run:
-            return await fn(new_run)
+        async with self.run(kind, label) as scope:
+            return await fn(scope)
 
     # --- calls --------------------------------------------------------------------------------------
 
@@ -244,22 +237,22 @@ class Session:
             system=system,
         )
 
-    async def call(self, text: str | Task, *, run: Run | None = None, **kwargs: Any) -> Result:
+    async def call(self, text: str | Task, *, run: Scope | None = None, **kwargs: Any) -> Result:
         """Run one task through the one path; a run is opened for it unless one is given."""
         task = self.task(text, **kwargs)
-        return await self._in_run(run, "ask", task.text[:200], lambda r: self._rt().call(task, r))
+        return await self._in_run(run, "ask", task.text[:200], lambda s: s.call(task))
 
-    async def route(self, text: str | Task, *, run: Run | None = None, **kwargs: Any) -> Decision:
-        """The routing decision only; kind inference (if needed) is a metered nano embedding call."""
+    async def route(self, text: str | Task, *, run: Scope | None = None, **kwargs: Any) -> Decision:
+        """The routing decision only. Kind inference (when the kind is missing) is a metered nano
+        embedding call, and a router that reads the task with a model (nano, a cascade's judge) makes
+        its call: ``Decision.routing_calls`` says how many, and ``router_calls_model`` whether it may."""
         task = self.task(text, **kwargs)
-        rt = self._rt()
-        if task.kind is None and rt.inferrer is not None:
+        return await self._in_run(run, "route", task.text[:200], lambda s: s.route(task))
 
-            async def decide(r: Run) -> Decision:
-                return (await rt.decide(task, r))[1]
-
-            return await self._in_run(run, "route", task.text[:200], decide)
-        return rt.router.route(task)
+    @property
+    def router_calls_model(self) -> bool:
+        """Whether routing a task may cost a model call (the nano router, a cascade's judge)."""
+        return bool(getattr(self._rt().router, "calls_model", False))
 
     async def orchestrate(
         self,
@@ -270,24 +263,32 @@ class Session:
         resume_run_id: str | None = None,
         **kwargs: Any,
     ) -> OrchestrationResult:
-        """Plan with the large tier, execute with mini subagents and nano fan-out, synthesize and check."""
-        from tierwise.orchestration import orchestrate
+        """Plan with the large tier, execute with mini subagents and nano fan-out, synthesize and check.
 
-        return await orchestrate(
-            self, goal, workspace=workspace, budget=budget, resume_run_id=resume_run_id, **kwargs
+        ``resume_run_id`` continues an interrupted orchestration: finished steps are not paid for again.
+        """
+        from tierwise.orchestration import RUN_KIND, check_goal, orchestrate
+
+        if budget is not None and not budget > 0:
+            raise InputError(f"budget must be greater than 0, got {budget}: pass a positive amount in USD")
+        if resume_run_id is None:
+            check_goal(self._rt(), goal)
+        run = self.run(
+            RUN_KIND, goal[:200], budget_usd=budget, run_id=resume_run_id, resume=resume_run_id is not None
         )
+        async with run as scope:
+            return await orchestrate(scope, goal, workspace=workspace, **kwargs)
 
     async def embed(
-        self, texts: list[str], *, model: str | None = None, run: Run | None = None
+        self, texts: list[str], *, model: str | None = None, run: Scope | None = None
     ) -> Embeddings:
         return await self._in_run(
-            run, "embed", texts[0][:200] if texts else "", lambda r: self._rt().embed(texts, r, model=model)
+            run, "embed", texts[0][:200] if texts else "", lambda s: s.embed(texts, model=model)
         )
 
-    async def stream(self, text: str | Task, *, run: Run, **kwargs: Any) -> AsyncIterator[str]:
-        task = self.task(text, **kwargs)
-        async for delta in self._rt().stream(task, run):
-            yield delta
+    def stream(self, text: str | Task, *, run: Scope, **kwargs: Any) -> Stream:
+        """Text deltas of one call inside ``run``; ``stream.result`` holds the Result once it ends."""
+        return run.stream(self.task(text, **kwargs))
 
 
 class SyncSession:

@@ -11,7 +11,7 @@ from tests.conftest import chaos_config
 from tierwise import Session
 from tierwise.evaluation.swap import SwapOutcome, paired_bootstrap_ci, swap_experiment
 from tierwise.testing import ChaosServer
-from tierwise.tiers import Layer, Tier
+from tierwise.core import Layer, Tier
 
 
 async def two_layer_system(session: Session, case: str) -> SwapOutcome:

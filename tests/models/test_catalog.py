@@ -1,8 +1,9 @@
 import pytest
 
 from tierwise.errors import InputError
-from tierwise.models import Catalog, ModelSpec, Usage, load_builtin
-from tierwise.tiers import Tier
+from tierwise.models import Catalog, ModelSpec, load_builtin
+from tierwise.core import Usage
+from tierwise.core import Tier
 
 
 def test_builtin_prices_match_the_published_ones() -> None:

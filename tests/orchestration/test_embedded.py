@@ -23,7 +23,7 @@ async def test_orchestrate_on_the_embedded_default(tmp_path: Path, monkeypatch: 
     async with Session() as s:
         # one tool turn and no QA re-runs keep the tiny in-process model's share of the test short
         opts = Options(exec_limits=ExecLimits(max_turns=1), max_reruns=0)
-        result = await orchestrate(s, "List the TODO items in the workspace", workspace=ws, options=opts)
+        result = await s.orchestrate("List the TODO items in the workspace", workspace=ws, options=opts)
     d = result.to_dict()
     assert isinstance(d["answer"], str)
     assert d["steps"] and all(st["status"] == "ok" for st in d["steps"])

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from tierwise import Session
-from tierwise.orchestration import ExecLimits, Executor, Plan, orchestrate
+from tierwise.orchestration import ExecLimits, Executor, Plan
+from tierwise.runtime import FanOut
 from tierwise.testing import ChaosServer
-from tierwise.tiers import Tier
+from tierwise.core import Tier
 
 from .test_orchestrate import plan_script
 
@@ -19,30 +20,27 @@ async def test_per_tier_concurrency_cap_holds(chaos_toml: Path, chaos_server: Ch
     )
     async with Session(chaos_toml) as s:
         assert s.runtime is not None
-        async with s.run("test", "cap") as run:
-            ex = Executor(
-                s.runtime,
-                run,
-                s.ledger,
-                p,
-                tiers={st.id: Tier.NANO for st in p.steps},
-                limits=ExecLimits(per_tier={Tier.NANO: 3}, in_flight=10),
-            )
+        limits = ExecLimits(per_tier={Tier.NANO: 3}, in_flight=10)
+        fan_out = FanOut(per_tier=limits.per_tier, in_flight=limits.in_flight)
+        async with s.run("test", "cap", fan_out=fan_out) as scope:
+            ex = Executor(scope, p, limits=limits)
             inflight = peak = 0
             orig = s.runtime.call
 
-            async def counting(task, r):  # type: ignore[no-untyped-def]
+            async def counting(task, sc, **kw):  # type: ignore[no-untyped-def]
                 nonlocal inflight, peak
                 inflight += 1
                 peak = max(peak, inflight)
                 try:
-                    return await orig(task, r)
+                    return await orig(task, sc, **kw)
                 finally:
                     inflight -= 1
 
             s.runtime.call = counting  # type: ignore[method-assign]
             outcomes = await ex.execute()
+    # The cap applies to the tier each call was routed to (extract → nano by the default policy).
     assert peak == 3 and len(outcomes) == 12 and all(o.status == "ok" for o in outcomes.values())
+    assert {o.tier for o in outcomes.values()} == {"nano"}
 
 
 async def test_over_decomposed_plan_is_merged_and_reported(
@@ -58,7 +56,7 @@ async def test_over_decomposed_plan_is_merged_and_reported(
     script["rules"][0]["reply"]["usage"] = {"prompt_tokens": 2000, "completion_tokens": 500}
     chaos_server.set_script(script)
     async with Session(chaos_toml) as s:
-        result = await orchestrate(s, "Extract six words")
+        result = await s.orchestrate("Extract six words")
     assert [st["id"] for st in result.steps] == ["t0"]
     assert any("over-decomposition" in w and "merged t0, t1" in w for w in result.warnings)
     assert result.to_dict()["overhead"]["ratio"] > 0

@@ -73,7 +73,7 @@ async def test_plan_executes_on_tiers_and_synthesizes(
 ) -> None:
     chaos_server.set_script(plan_script())
     async with Session(chaos_toml) as s:
-        result = await orchestrate(s, "Summarize the TODOs")
+        result = await s.orchestrate("Summarize the TODOs")
     d = result.to_dict()
     assert d["answer"] == "three TODOs, one risky"
     assert not d["fallback_plan"]
@@ -117,7 +117,7 @@ async def test_invalid_plan_is_repaired_quoting_the_errors(
         )
     )
     async with Session(chaos_toml) as s:
-        result = await orchestrate(s, "Classify the ticket")
+        result = await s.orchestrate("Classify the ticket")
     assert not result.fallback_plan and [st["id"] for st in result.steps] == ["a"]
     repair = [r for r in _chat(chaos_server) if "That plan is invalid" in json.dumps(r["body"])]
     assert (
@@ -134,7 +134,7 @@ async def test_plan_that_stays_invalid_falls_back(chaos_toml: Path, chaos_server
     }
     chaos_server.set_script(plan_script(plan=cyclic))
     async with Session(chaos_toml) as s:
-        result = await orchestrate(s, "Do the thing")
+        result = await s.orchestrate("Do the thing")
     assert result.fallback_plan and [st["id"] for st in result.steps] == ["draft"]
     assert any("cycle" in n for n in result.notes)
     with _ledger(chaos_toml) as ledger:
@@ -147,11 +147,11 @@ async def test_bad_input_is_refused_clearly(
 ) -> None:
     async with Session(chaos_toml) as s:
         with pytest.raises(InputError, match="goal is empty"):
-            await orchestrate(s, "   ")
+            await s.orchestrate("   ")
         with pytest.raises(InputError, match="does not exist"):
-            await orchestrate(s, "look", workspace=tmp_path / "nope")
+            await s.orchestrate("look", workspace=tmp_path / "nope")
         with pytest.raises(InputError, match="tokens but the large model"):
-            await orchestrate(s, "word " * 120_000)
+            await s.orchestrate("word " * 120_000)
     assert _chat(chaos_server) == []
 
 
@@ -174,7 +174,7 @@ async def test_failing_step_names_the_step_and_keeps_finished_ones(
     )
     async with Session(chaos_toml) as s:
         with pytest.raises(StepFailed, match="step 'boom'") as info:
-            await orchestrate(s, "Two steps")
+            await s.orchestrate("Two steps")
     assert "tierwise resume" in str(info.value)
     with _ledger(chaos_toml) as ledger:
         run = ledger.runs(1)[0]
@@ -190,7 +190,7 @@ async def test_budget_exhaustion_stops_the_run(chaos_toml: Path, chaos_server: C
     chaos_server.set_script(script)
     async with Session(chaos_toml) as s:
         with pytest.raises(BudgetExceeded, match="budget") as info:
-            await orchestrate(s, "Summarize the TODOs", budget=0.02)
+            await s.orchestrate("Summarize the TODOs", budget=0.02)
     # the plan and the steps fit; the large synthesis call's worst case does not: refused before sending
     assert "__final__" in str(info.value)
     with _ledger(chaos_toml) as ledger:
@@ -211,7 +211,7 @@ async def test_synthesis_that_stays_invalid_falls_back_to_the_step_results(
     }
     chaos_server.set_script(script)
     async with Session(chaos_toml) as s:
-        result = await orchestrate(s, "Summarize the TODOs")
+        result = await s.orchestrate("Summarize the TODOs")
     d = result.to_dict()
     assert d["answer"].startswith("No synthesis could be written") and "label" in d["answer"]
     assert any("synthesis failed" in w for w in d["warnings"])

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from tierwise.orchestration import Plan, PlanLimits, assign_tiers, validate_plan
+from tierwise.config import Config
+from tierwise.orchestration import Plan, PlanLimits, step_task, validate_plan
+from tierwise.routing.factory import build_policy
 from tierwise.orchestration.plan import topological_order
 from tierwise.orchestration.spend import merge_siblings
-from tierwise.tiers import Tier
+from tierwise.core import Tier
 
 
 def plan(*steps: dict) -> Plan:
@@ -53,7 +55,8 @@ def test_caps_on_steps_items_fanout_and_depth() -> None:
     assert validate_plan(deep, limits) == ["the longest dependency chain has 3 steps; the cap is 2"]
 
 
-def test_tier_hints_are_overridden_with_reasons() -> None:
+def test_tier_hints_are_bounded_by_the_policy_with_reasons() -> None:
+    """A plan's tier hints reach the router, which bounds them by the kind and says why."""
     p = Plan.model_validate(
         {
             "steps": [
@@ -64,15 +67,16 @@ def test_tier_hints_are_overridden_with_reasons() -> None:
             ]
         }
     )
-    c = assign_tiers(p)
-    assert (c["j"].tier, c["m"].tier, c["k"].tier, c["amb"].tier) == (
+    router = build_policy(Config.from_dict({}))
+    d = {s.id: router.decide(step_task(s, "goal")) for s in p.steps}
+    assert (d["j"].tier, d["m"].tier, d["k"].tier, d["amb"].tier) == (
         Tier.MINI,
         Tier.NANO,
         Tier.NANO,
         Tier.LARGE,
     )
-    assert "needs judgment" in c["j"].reason and "mechanical" in c["m"].reason
-    assert "ambiguity 0.90" in c["amb"].reason and c["j"].overridden and not c["k"].overridden
+    assert "needs judgment" in d["j"].reason and "mechanical" in d["m"].reason
+    assert "ambiguity 0.90" in d["amb"].reason and "tier hint nano" in d["k"].reason
 
 
 def test_merge_siblings_rewires_dependents() -> None:

@@ -35,7 +35,7 @@ from tierwise.orchestration import Options, orchestrate
 async def main():
     async with Session(sys.argv[1]) as s:
         # a high threshold keeps the over-decomposition guard from merging the tiny test steps
-        await orchestrate(s, "Four steps, one slow", options=Options(overhead_threshold=50.0))
+        await s.orchestrate("Four steps, one slow", options=Options(overhead_threshold=50.0))
 
 asyncio.run(main())
 """
@@ -84,7 +84,7 @@ async def test_resume_after_sigkill_pays_only_for_what_is_left(
     chaos_server.set_script(plan_script(plan=PLAN))  # the slow step answers at once now
     chaos_server_log = len(chaos_server.requests("/v1/chat/completions"))
     async with Session(chaos_toml) as s:
-        result = await orchestrate(s, resume_run_id=run_id[:10])
+        result = await s.orchestrate(resume_run_id=run_id[:10])
     assert result.run_id == run_id and result.resumed
     assert result.answer == "three TODOs, one risky"
     new = chaos_server.requests("/v1/chat/completions")[chaos_server_log:]

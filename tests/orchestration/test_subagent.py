@@ -53,7 +53,7 @@ async def test_injected_instructions_in_files_stay_data(
         )
     )
     async with Session(chaos_toml) as s:
-        result = await orchestrate(s, "What is in the notes?", workspace=root, budget=1.0)
+        result = await s.orchestrate("What is in the notes?", workspace=root, budget=1.0)
     assert [st["status"] for st in result.steps] == ["ok"]
     reqs = [r for r in chaos_server.requests("/v1/chat/completions") if r["model"] == "mini-model"]
     assert len(reqs) == 3
@@ -89,7 +89,7 @@ async def test_looping_subagent_is_stopped_at_the_turn_limit(
         )
     )
     async with Session(chaos_toml) as s:
-        result = await orchestrate(s, "Loop forever", workspace=root)
+        result = await s.orchestrate("Loop forever", workspace=root)
     mini = [r for r in chaos_server.requests("/v1/chat/completions") if r["model"] == "mini-model"]
     assert len(mini) == 7  # 6 tool turns, then one forced answer without tools
     assert "limit of 6 tool turns" in json.dumps(mini[-1]["body"]["messages"][-1])

@@ -22,8 +22,8 @@ from tierwise.routing.cascade import (
 )
 from tierwise.routing.cascade_fit import CascadeFamily, answer_codes, fit_cascades
 from tierwise.routing.outcomes import Outcomes
-from tierwise.routing.task import Task
-from tierwise.tiers import Tier
+from tierwise.core import Task
+from tierwise.core import Tier
 
 
 @pytest.fixture(scope="module")

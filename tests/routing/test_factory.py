@@ -8,7 +8,7 @@ from tierwise.config import Config
 from tierwise.errors import ConfigError
 from tierwise.routing import Task
 from tierwise.session import build_router
-from tierwise.tiers import TaskKind, Tier
+from tierwise.core import TaskKind, Tier
 
 TIERS = {"large": "openai/gpt-5.4", "mini": "openai/gpt-5.4-mini", "nano": "openai/gpt-5.4-nano"}
 

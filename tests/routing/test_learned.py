@@ -19,8 +19,8 @@ from tierwise.routing.base import Router
 from tierwise.routing.learned import LearnedModel, LearnedRouter
 from tierwise.routing.outcomes import Outcomes
 from tierwise.routing.predictors import Predictor
-from tierwise.routing.task import Decision, Task
-from tierwise.tiers import TaskKind, Tier
+from tierwise.core import Decision, Task
+from tierwise.core import TaskKind, Tier
 
 TRAINED = {
     "mistralai/mistral-7b-chat": "test/small",

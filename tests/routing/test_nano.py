@@ -9,8 +9,8 @@ from tierwise.models.catalog import Catalog
 from tierwise.models.spec import ModelSpec
 from tierwise.routing.base import Router
 from tierwise.routing.nano import NanoRouter, parse_reply
-from tierwise.routing.task import Task
-from tierwise.tiers import Stakes, TaskKind, Tier
+from tierwise.core import Task
+from tierwise.core import Stakes, TaskKind, Tier
 
 TIERS = {Tier.LARGE: "t/large", Tier.MINI: "t/mini", Tier.NANO: "t/nano"}
 

@@ -8,10 +8,10 @@ import pytest
 
 from tierwise.config import Config
 from tierwise.errors import RoutingError
-from tierwise.models import Capability
+from tierwise.core import Capability
 from tierwise.routing import KindInferrer, PolicyRouter, Rule, Task
 from tierwise.routing.kinds import local_embed
-from tierwise.tiers import Stakes, TaskKind, Tier
+from tierwise.core import Stakes, TaskKind, Tier
 
 pytestmark = []
 

@@ -22,9 +22,8 @@ from tierwise.cli.common import (
 from tierwise.cli.ledger_cmds import register as register_ledger_commands
 from tierwise.cli.orchestrate_cmd import register as register_orchestrate_commands
 from tierwise.cli.systems_cmd import register as register_system_commands
+from tierwise.core import parse_kind, parse_tier
 from tierwise.errors import InputError
-from tierwise.session import Session
-from tierwise.tiers import parse_kind, parse_tier
 
 app = typer.Typer(
     name="tierwise",
@@ -78,6 +77,8 @@ def route(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Decide which tier and model would run TEXT, and why (no model call is made)."""
+    from tierwise.session import Session  # the ledger (SQLAlchemy) and providers: only when a command runs
+
     text = _text(text)
     if kind is not None:
         guarded(lambda: parse_kind(kind))
@@ -108,6 +109,8 @@ def ask(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Route TEXT, call the chosen model, validate, record it in the ledger and print the answer."""
+    from tierwise.session import Session
+
     text = _text(text)
     budget = check_budget(budget)
     if tier is not None and model is not None:

@@ -7,14 +7,16 @@ import json
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
-from tierwise.config import Config
 from tierwise.errors import TierwiseError
+
+if TYPE_CHECKING:
+    from tierwise.config import Config  # pydantic and the model catalog: loaded by the first load_config()
 
 T = TypeVar("T")
 console = Console()
@@ -28,6 +30,8 @@ def set_config_path(path: Path | None) -> None:
 
 
 def load_config() -> Config:
+    from tierwise.config import Config
+
     return Config.load(_state["config_path"])
 
 

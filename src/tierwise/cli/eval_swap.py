@@ -15,10 +15,10 @@ import typer
 from rich.table import Table
 
 from tierwise.cli.common import console, fail, guarded, load_config, print_json, run_async
+from tierwise.core import Layer, parse_tier
 from tierwise.errors import InputError
 from tierwise.evaluation.swap import SwapOutcome, swap_experiment
 from tierwise.session import Session
-from tierwise.tiers import Layer, parse_tier
 
 Adapter = Callable[[Session, dict[str, Any]], Awaitable[SwapOutcome]]
 

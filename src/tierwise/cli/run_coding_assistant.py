@@ -6,7 +6,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -19,16 +19,17 @@ from tierwise.cli.common import (
     print_json,
     run_async,
 )
-from tierwise.session import Session
-from tierwise.systems import coding_assistant
-from tierwise.systems.coding_assistant import CodingResult, Mode
-from tierwise.systems.reporting import check_out, print_cost_line, write_outputs
+
+if TYPE_CHECKING:  # the system and its dependencies load only when the command runs
+    from tierwise.systems.coding_assistant import CodingResult, Mode
 
 FORMATS = ("md", "diff", "patch", "json")
 
 
 def outputs(out: Path, result: CodingResult) -> list[Path]:
     """``--out``'s format plus JSON beside it. A .diff/.patch is written only for a diff git accepted."""
+    from tierwise.systems.reporting import write_outputs
+
     as_json = lambda: json.dumps(result.to_dict(), indent=2, default=str, ensure_ascii=False) + "\n"  # noqa: E731
     ext = out.suffix.lower().lstrip(".")
     formats: dict[str, Callable[[], str]] = {"json": as_json}
@@ -76,6 +77,10 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
     ) -> None:
         """Answer REQUEST about --repo or propose a diff: large plans and synthesizes, mini inspects files."""
+        from tierwise.session import Session
+        from tierwise.systems import coding_assistant
+        from tierwise.systems.reporting import check_out, print_cost_line
+
         check_budget(budget)
         mode: Mode | None = None
         if out is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -19,10 +19,9 @@ from tierwise.cli.common import (
     print_json,
     run_async,
 )
-from tierwise.session import Session
-from tierwise.systems import computer_use
-from tierwise.systems.computer_use import MAX_STEPS_LIMIT, ComputerUseResult, StepResult
-from tierwise.systems.reporting import check_out, cost_line, write_outputs
+
+if TYPE_CHECKING:  # the system and its dependencies load only when the command runs
+    from tierwise.systems.computer_use import ComputerUseResult, StepResult
 
 
 def _markdown(d: dict[str, Any]) -> str:
@@ -47,12 +46,16 @@ def _markdown(d: dict[str, Any]) -> str:
 
 def _write(out: Path, d: dict[str, Any]) -> None:
     """The format --out names, and the other one beside it (same stem)."""
+    from tierwise.systems.reporting import write_outputs
+
     write_outputs(
         out, {"json": lambda: json.dumps(d, indent=2, default=str) + "\n", "md": lambda: _markdown(d)}
     )
 
 
 def _show(d: dict[str, Any]) -> None:
+    from tierwise.systems.reporting import cost_line
+
     t = Table(title=f"run {d['run_id']}")
     for col in ("#", "action", "target", "value", "observed", "outcome", "url"):
         t.add_column(col)
@@ -89,6 +92,11 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
     ) -> None:
         """Drive headless Chromium toward GOAL: large plans, mini acts, nano classifies outcomes."""
+        from tierwise.session import Session
+        from tierwise.systems import computer_use
+        from tierwise.systems.computer_use import MAX_STEPS_LIMIT
+        from tierwise.systems.reporting import check_out
+
         try:
             steps = int(max_steps)
         except ValueError:

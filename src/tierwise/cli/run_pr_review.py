@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from tierwise.cli.common import check_budget, console, fail, load_config, print_json, run_async
 from tierwise.errors import TierwiseError
-from tierwise.session import Session
-from tierwise.systems.pr_review import PRReview, review
-from tierwise.systems.pr_review_git import check_repo
-from tierwise.systems.pr_review_report import formats, render_markdown
-from tierwise.systems.reporting import check_out, print_cost_line, write_outputs
+
+if TYPE_CHECKING:  # the system and its dependencies load only when the command runs
+    from tierwise.systems.pr_review import PRReview
 
 EXTENSIONS = ("md", "json", "sarif")
 
@@ -25,6 +23,9 @@ def _say(text: str, style: str | None = None) -> None:
 
 
 def _show(rv: PRReview, written: list[Path]) -> None:
+    from tierwise.systems.pr_review_report import render_markdown
+    from tierwise.systems.reporting import print_cost_line
+
     if not rv.files:
         _say(f"no changes between {rv.base} and {rv.head}: nothing to review")
     elif not written:
@@ -64,6 +65,12 @@ def register(run_app: typer.Typer) -> None:
 
         An empty diff is not an error: it prints a message, writes an empty report and exits 0.
         """
+        from tierwise.session import Session
+        from tierwise.systems.pr_review import review
+        from tierwise.systems.pr_review_git import check_repo
+        from tierwise.systems.pr_review_report import formats
+        from tierwise.systems.reporting import check_out, write_outputs
+
         check_budget(budget)
         try:
             if out is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -19,16 +19,17 @@ from tierwise.cli.common import (
     print_json,
     run_async,
 )
-from tierwise.session import Session
-from tierwise.systems import research
-from tierwise.systems.reporting import check_out, print_cost_line, write_outputs
-from tierwise.systems.research import ResearchResult
+
+if TYPE_CHECKING:  # the system and its dependencies load only when the command runs
+    from tierwise.systems.research import ResearchResult
 
 FORMATS = ("md", "json")
 
 
 def outputs(out: Path, result: ResearchResult) -> list[Path]:
     """The format ``out`` names (.md or .json) and the other one beside it."""
+    from tierwise.systems.reporting import write_outputs
+
     return write_outputs(
         out,
         {
@@ -69,6 +70,10 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
     ) -> None:
         """Answer QUESTION from --sources: mini gathers evidence, nano classifies, large synthesizes."""
+        from tierwise.session import Session
+        from tierwise.systems import research
+        from tierwise.systems.reporting import check_out, print_cost_line
+
         check_budget(budget)
         if out is not None:
             guarded(lambda: check_out(out, FORMATS))

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from tierwise.cli.common import check_budget, console, fail, load_config, print_json, run_async
-from tierwise.session import Session
-from tierwise.systems.support_triage import TriageReport, triage
-from tierwise.systems.triage_io import read_examples, read_kb, read_labels, read_tickets
+
+if TYPE_CHECKING:  # the system and its dependencies (scikit-learn, scipy) load only when the command runs
+    from tierwise.systems.support_triage import TriageReport
 
 
 def _money(value: float | None) -> str:
@@ -61,6 +61,10 @@ def register(run_app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
     ) -> None:
         """Triage support tickets: intent and urgency (nano), grounded drafts (mini), escalations (large)."""
+        from tierwise.session import Session
+        from tierwise.systems.support_triage import triage
+        from tierwise.systems.triage_io import read_examples, read_kb, read_labels, read_tickets
+
         check_budget(budget)
         if out.suffix.lower() not in (".jsonl", ".ndjson"):
             raise fail(f"--out {str(out)!r} must end in .jsonl: the output is one JSON line per ticket")

@@ -1,4 +1,9 @@
-"""``tierwise run SYSTEM ...``: the five ready systems, each registered by its own module."""
+"""``tierwise run SYSTEM ...``: the five ready systems, each registered by its own module.
+
+Registering is cheap: a ``run_*`` module imports only typer, rich and the CLI plumbing at its top, and its
+command imports ``tierwise.systems.X`` (with scikit-learn, scipy, Playwright, pypdf, ...) when it runs, so
+``tierwise --help`` and ``tierwise route`` never load a system. tests/cli/test_startup.py holds it to that.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,7 @@ import typer
 
 run_app = typer.Typer(help="Run one of the ready systems.", no_args_is_help=True)
 
-# Each module defines `register(run_app)` adding its command; a module whose optional extra is missing
-# (e.g. Playwright for computer-use) is skipped so the rest of the CLI still works.
+# Each module defines `register(run_app)` adding its command.
 _SYSTEM_COMMANDS = (
     "tierwise.cli.run_coding_assistant",
     "tierwise.cli.run_pr_review",

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, Field
 
+from tierwise.core import Layer, TaskKind, Tier
 from tierwise.errors import InputError
 from tierwise.runtime.result import Run
 from tierwise.runtime.runtime import LAYER_TIERS
 from tierwise.session import process_budget
-from tierwise.tiers import Layer, TaskKind, Tier
 
 if TYPE_CHECKING:
     from tierwise.session import Session

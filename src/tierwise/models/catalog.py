@@ -9,9 +9,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from tierwise.core import Capability, Tier
 from tierwise.errors import ConfigError, InputError
-from tierwise.models.spec import Capability, ModelSpec
-from tierwise.tiers import Tier
+from tierwise.models.spec import ModelSpec
 
 
 def load_builtin() -> list[ModelSpec]:

@@ -1,7 +1,9 @@
 """The DAG executor: runs a plan's steps with asyncio as soon as their dependencies are durable.
 
-Concurrency is bounded per tier and globally (on model calls, not on steps, so a step waiting for its
-durable record holds no slot). A failure or an exhausted budget cancels everything still running.
+Every call of a step is routed (the step gives its kind, ambiguity and tier hint); concurrency is bounded
+per routed tier and globally by the scope's fan-out limits (on model calls, not on steps, so a step
+waiting for its durable record holds no slot). A failure or an exhausted budget cancels everything still
+running.
 """
 
 from __future__ import annotations
@@ -14,15 +16,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tierwise.errors import BudgetExceeded, TierwiseError
-from tierwise.ledger.records import StepRecord
+from tierwise.core import Decision, Task, TaskKind, Tier
+from tierwise.errors import BudgetExceeded, StepFailed, ToolError
 from tierwise.orchestration.plan import Plan, Step
 from tierwise.orchestration.subagent import run_subagent
-from tierwise.routing.task import Task
-from tierwise.runtime.result import Result, Run
-from tierwise.runtime.runtime import Runtime
-from tierwise.tiers import TaskKind, Tier
-from tierwise.tools.workspace import Tool, ToolError, Workspace
+from tierwise.runtime.result import Result
+from tierwise.runtime.scope import Scope, StepRecord, StepSink
+from tierwise.tools.workspace import Tool, Workspace
 
 # Kinds that run as a tool-calling subagent when a workspace is given.
 TOOL_KINDS = frozenset(
@@ -38,14 +38,6 @@ TOOL_KINDS = frozenset(
 MAX_INPUT_CHARS = 4000  # per dependency output or file pasted into a step prompt
 
 EventFn = Callable[[str, str, Mapping[str, Any]], None]
-
-
-class StepFailed(TierwiseError):
-    """A step failed after the runtime's retries, fallback and escalation; finished steps are kept."""
-
-    def __init__(self, message: str, step_id: str) -> None:
-        super().__init__(message)
-        self.step_id = step_id
 
 
 class MapBatch(BaseModel):
@@ -76,25 +68,17 @@ class StepOutcome:
     calls: int = 0
     error: str | None = None
 
-    def record(self, run_id: str, extra: Mapping[str, Any] | None = None) -> StepRecord:
-        meta = {
-            "kind": self.kind,
-            "model": self.model,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "calls": self.calls,
-            **(extra or {}),
-        }
+    results: list[Result] = field(default_factory=list)
+
+    def record(self, scope: Scope) -> StepRecord:
+        """The step's record; tier, model, tokens and cost come from its calls' decisions and usage."""
         status = "ok" if self.status in ("ok", "resumed") else self.status
-        return StepRecord(
-            run_id=run_id,
-            step_id=self.step_id,
-            status=status,
-            tier=self.tier,
-            output=self.output,
-            cost_usd=self.cost_usd,
-            error=self.error,
-            metadata=meta,
+        meta: dict[str, Any] = {"kind": self.kind}
+        if not self.results:  # a step that made no call (resumed or failed before): what is known
+            meta.update(tier=self.tier or None, model=self.model, cost_usd=self.cost_usd,
+                        input_tokens=self.input_tokens, output_tokens=self.output_tokens, calls=self.calls)  # fmt: skip
+        return scope.step_record(
+            self.step_id, status, output=self.output, results=self.results, error=self.error, metadata=meta
         )
 
     @classmethod
@@ -114,6 +98,7 @@ class StepOutcome:
         )
 
     def add(self, result: Result) -> None:
+        self.results.append(result)
         self.calls += 1
         self.model = result.model
         self.tier = result.decision.tier.value
@@ -130,7 +115,7 @@ class GroupCommit:
     guarantee while costing one transaction per burst instead of one per step.
     """
 
-    def __init__(self, ledger: Any) -> None:
+    def __init__(self, ledger: StepSink) -> None:
         self.ledger = ledger
         self._next: asyncio.Future[None] | None = None
         self._flushing = False
@@ -160,43 +145,45 @@ class GroupCommit:
             self._flushing = False
 
 
+def step_task(step: Step, goal: str, prompt: str | None = None) -> Task:
+    """How a step describes its work to the router: kind, ambiguity and its tier hint, never a tier."""
+    text = prompt or f"Overall goal: {goal}\n\nYour step ({step.id}, {step.kind.value}): {step.instruction}"
+    return Task(
+        input=text, kind=step.kind, tier_hint=step.tier, ambiguity=step.ambiguity, step_id=step.id
+    )
+
+
 class Executor:
-    """Runs ``plan`` (or what is left of it) on ``runtime`` inside ``run``."""
+    """Runs ``plan`` (or what is left of it) in ``scope``."""
 
     def __init__(
         self,
-        runtime: Runtime,
-        run: Run,
-        ledger: Any,
+        scope: Scope,
         plan: Plan,
         *,
-        tiers: Mapping[str, Tier],
+        decisions: Mapping[str, Decision] | None = None,
         goal: str = "",
         workspace: Workspace | None = None,
         tools: tuple[Tool, ...] = (),
         limits: ExecLimits | None = None,
         on_event: EventFn | None = None,
-        ambiguity: Mapping[str, float] | None = None,
     ) -> None:
-        self.runtime, self.run, self.plan, self.goal = runtime, run, plan, goal
-        self.tiers = dict(tiers)
+        self.scope, self.plan, self.goal = scope, plan, goal
+        self.decisions = dict(decisions or {})
         self.workspace, self.tools = workspace, tools
         self.limits = limits or ExecLimits()
         self.on_event = on_event
-        self.ambiguity = dict(ambiguity or {})
-        self.commit = GroupCommit(ledger)
-        self._global = asyncio.Semaphore(self.limits.in_flight)
-        self._sems = {t: asyncio.Semaphore(self.limits.per_tier.get(t, 8)) for t in Tier}
+        assert scope.steps is not None, "the executor needs a scope that records steps"
+        self.commit = GroupCommit(scope.steps)
         self.outcomes: dict[str, StepOutcome] = {}
 
     def _emit(self, event: str, step_id: str, **info: Any) -> None:
         if self.on_event is not None:
             self.on_event(event, step_id, info)
 
-    async def call(self, task: Task, tier: Tier) -> Result:
-        """One model call under the global and the tier's concurrency caps, through the one path."""
-        async with self._global, self._sems[tier]:
-            return await self.runtime.call(task, self.run)
+    def _tier(self, step: Step) -> str:
+        d = self.decisions.get(step.id)
+        return d.tier.value if d is not None else (step.tier.value if step.tier else "")
 
     async def execute(self, finished: Mapping[str, StepOutcome] | None = None) -> dict[str, StepOutcome]:
         """Run every step not in ``finished``; returns all outcomes or raises the first failure."""
@@ -221,20 +208,20 @@ class Executor:
 
         async def one(step: Step) -> None:
             nonlocal left
-            self._emit("start", step.id, tier=self.tiers[step.id].value)
+            self._emit("start", step.id, tier=self._tier(step))
             try:
                 outcome = await self._run_step(step)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                failed = StepOutcome(step.id, step.kind.value, self.tiers[step.id].value, None, "failed")
+                failed = StepOutcome(step.id, step.kind.value, self._tier(step), None, "failed")
                 failed.error = f"{type(exc).__name__}: {exc}"[:500]
                 self._emit("failed", step.id, error=failed.error)
                 if not done.done():
-                    done.set_exception(_wrap(step, exc, self.run.id))
-                await self.commit.durable(failed.record(self.run.id))
+                    done.set_exception(_wrap(step, exc, self.scope.id))
+                await self.commit.durable(failed.record(self.scope))
                 return
-            await self.commit.durable(outcome.record(self.run.id))
+            await self.commit.durable(outcome.record(self.scope))
             self.outcomes[step.id] = outcome
             self._emit("done", step.id, tier=outcome.tier, cost=outcome.cost_usd)
             left -= 1
@@ -260,32 +247,24 @@ class Executor:
     # --- one step -----------------------------------------------------------------------------------
 
     async def _run_step(self, step: Step) -> StepOutcome:
-        tier = self.tiers[step.id]
-        outcome = StepOutcome(step.id, step.kind.value, tier.value, None, "ok")
-        prompt = self.prompt(step)
-        task = Task(
-            input=prompt,
-            kind=step.kind,
-            tier=tier,
-            step_id=step.id,
-            ambiguity=self.ambiguity.get(step.id, step.ambiguity),
-        )
+        outcome = StepOutcome(step.id, step.kind.value, self._tier(step), None, "ok")
+        task = step_task(step, self.goal, self.prompt(step))
+        # The router decides this step's call (and with it the tier, the concurrency slot, the subagent).
+        decision = await self.scope.route(task)
         if step.items:
-            outcome.output = await self._map(step, task, tier, outcome)
-        elif self.tools and tier is not Tier.NANO and step.kind in TOOL_KINDS:
-            sub = await run_subagent(
-                lambda t: self.call(t, tier), task, self.tools, max_turns=self.limits.max_turns
-            )
+            outcome.output = await self._map(step, task, outcome)
+        elif self.tools and decision.tier is not Tier.NANO and step.kind in TOOL_KINDS:
+            sub = await run_subagent(self.scope.call, task, self.tools, max_turns=self.limits.max_turns)
             for r in sub.results:
                 outcome.add(r)
             outcome.output = sub.text
         else:
-            result = await self.call(task, tier)
+            result = await self.scope.call(task, decision=decision)
             outcome.add(result)
             outcome.output = result.text
         return outcome
 
-    async def _map(self, step: Step, task: Task, tier: Tier, outcome: StepOutcome) -> str:
+    async def _map(self, step: Step, task: Task, outcome: StepOutcome) -> str:
         """Apply the instruction to each item, ``map_batch`` items per call, batches in parallel."""
         items = step.items or []
         size = self.limits.map_batch
@@ -297,7 +276,7 @@ class Executor:
                 f"{task.input}\n\nApply the step to each of these {len(batch)} items and return "
                 f'{{"results": [...]}} with exactly one result string per item, in order.\nItems: {body}'
             )
-            result = await self.call(replace(task, input=text, output_schema=MapBatch), tier)
+            result = await self.scope.call(replace(task, input=text, output_schema=MapBatch))
             outcome.add(result)
             got = result.output.results if isinstance(result.output, MapBatch) else []
             # A short answer is padded rather than failing the whole step; the gap stays visible.

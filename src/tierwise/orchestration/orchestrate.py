@@ -1,7 +1,8 @@
 """``orchestrate``: plan on large, execute the DAG on mini/nano subagents, QA and synthesize on large.
 
 The plan is stored as the run's ``__plan__`` step and every finished step is durable before its
-dependents start, so ``orchestrate(..., resume_run_id=ID)`` reloads both and pays only for what is left.
+dependents start, so a scope opened to resume the run (``scope.finished``) reloads both and pays only for
+what is left. The router decides every step: a step carries its kind, ambiguity and at most a tier hint.
 """
 
 from __future__ import annotations
@@ -10,23 +11,20 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from tierwise.core import Decision, Task
 from tierwise.errors import BudgetExceeded, InputError, InvalidOutput
-from tierwise.ledger.records import RunRecord, StepRecord
-from tierwise.orchestration.executor import EventFn, ExecLimits, Executor, StepOutcome
+from tierwise.models.tokens import count_text
+from tierwise.orchestration.executor import EventFn, ExecLimits, Executor, StepOutcome, step_task
 from tierwise.orchestration.plan import FINAL_STEP, PLAN_STEP, Plan, PlanLimits, validate_plan
-from tierwise.orchestration.planner import assign_tiers, make_plan
-from tierwise.orchestration.spend import estimate_overhead, measured_overhead, merge_siblings, spend_summary
+from tierwise.orchestration.planner import make_plan
+from tierwise.orchestration.spend import estimate_overhead, measured_overhead, merge_siblings
 from tierwise.orchestration.synthesis import synthesize
-from tierwise.providers.tokens import count_text
-from tierwise.routing.task import Task
-from tierwise.runtime.result import Result, Run
-from tierwise.tiers import Tier
+from tierwise.runtime.result import Result
+from tierwise.runtime.runtime import Runtime
+from tierwise.runtime.scope import FanOut, Scope, StepRecord
 from tierwise.tools import Workspace, workspace_tools
-
-if TYPE_CHECKING:
-    from tierwise.session import Session
 
 RUN_KIND = "orchestrate"
 MAX_LISTING = 200  # workspace paths shown to the planner
@@ -82,11 +80,13 @@ def _listing(ws: Workspace) -> str:
     return "\n".join(paths) or "(empty workspace)"
 
 
-def _check_goal(session: Session, goal: str) -> None:
+def check_goal(runtime: Runtime, goal: str) -> None:
+    """A goal must be words, and fit the large model's window (else: put the material in a workspace)."""
     if not isinstance(goal, str) or not goal.strip():
         raise InputError('the goal is empty: say what to do, e.g. "Summarize the TODOs in this repo"')
-    rt = session._rt()
-    large = rt.catalog.get(rt.tiers[Tier.LARGE])
+    large = runtime.large_model()
+    if large is None:
+        return
     room = large.context_window - min(large.max_output_tokens, large.context_window // 2)
     n = count_text(goal) if len(goal) > room else 0  # a token is at least a character: skip short goals
     if n > room:
@@ -97,61 +97,38 @@ def _check_goal(session: Session, goal: str) -> None:
 
 
 async def orchestrate(
-    session: Session,
+    scope: Scope,
     goal: str = "",
     *,
     workspace: str | Path | None = None,
-    budget: float | None = None,
-    resume_run_id: str | None = None,
     options: Options | None = None,
     on_event: EventFn | None = None,
 ) -> OrchestrationResult:
-    """Plan, execute and synthesize ``goal`` (or continue run ``resume_run_id``) through the runtime."""
+    """Plan, execute and synthesize ``goal`` in ``scope``; a scope that resumes a run (its finished steps
+    hold ``__plan__``) continues that plan and pays only for the steps left."""
     opts = options or Options()
-    session._rt()  # fails clearly when the session is not open
-    ledger = session.ledger
-    assert ledger is not None
-    if budget is not None and budget <= 0:
-        raise InputError(f"budget must be greater than 0, got {budget}: pass a positive amount in USD")
-    stored: StepRecord | None = None
-    finished: dict[str, StepRecord] = {}
-    if resume_run_id is not None:
-        rec = await asyncio.to_thread(ledger.get_run, resume_run_id)
-        finished = await asyncio.to_thread(ledger.finished_steps, rec.id)
-        stored = finished.get(PLAN_STEP)
-        if stored is None or not stored.output:
-            raise InputError(f"run {rec.id} has no stored plan: only orchestrations can be resumed")
-        goal = str(stored.metadata.get("goal", rec.label))
+    stored = scope.finished.get(PLAN_STEP)
+    if scope.finished and (stored is None or not stored.output):
+        raise InputError(f"run {scope.id} has no stored plan: only orchestrations can be resumed")
+    if stored is not None:
+        goal = str(stored.metadata.get("goal", scope.label))
         workspace = workspace or stored.metadata.get("workspace")
-        ledger.start_run(
-            RunRecord(id=rec.id, kind=rec.kind, label=rec.label, budget_usd=budget or rec.budget_usd)
-        )
-        run_cm = session.run(RUN_KIND, rec.label, budget_usd=budget, run_id=rec.id)
-    else:
-        _check_goal(session, goal)
-        run_cm = session.run(RUN_KIND, goal[:200], budget_usd=budget)
+    elif not isinstance(goal, str) or not goal.strip():
+        raise InputError('the goal is empty: say what to do, e.g. "Summarize the TODOs in this repo"')
     ws = Workspace(Path(workspace)) if workspace is not None else None
     tools = workspace_tools(ws) if ws is not None else ()
-
-    async with run_cm as run:
-        orch = _Orchestration(session, run, goal, ws, opts, on_event)
-        return await orch.go(tools, stored, finished)
+    limits = opts.exec_limits
+    scope.fan_out = FanOut(per_tier=limits.per_tier, in_flight=limits.in_flight)
+    orch = _Orchestration(scope, goal, ws, opts, on_event)
+    return await orch.go(tools, stored, scope.finished)
 
 
 class _Orchestration:
     def __init__(
-        self,
-        session: Session,
-        run: Run,
-        goal: str,
-        ws: Workspace | None,
-        opts: Options,
-        on_event: EventFn | None,
+        self, scope: Scope, goal: str, ws: Workspace | None, opts: Options, on_event: EventFn | None
     ) -> None:
-        self.session, self.run, self.goal, self.ws, self.opts = session, run, goal, ws, opts
+        self.scope, self.goal, self.ws, self.opts = scope, goal, ws, opts
         self.on_event = on_event
-        self.rt = session._rt()
-        self.ledger = session.ledger
         self.warnings: list[str] = []
         self.notes: list[str] = []
 
@@ -160,50 +137,49 @@ class _Orchestration:
             self.on_event(event, step, info)
 
     async def call(self, task: Task) -> Result:
-        return await self.rt.call(task, self.run)
+        return await self.scope.call(task)
 
-    async def _plan(self) -> tuple[Plan, dict[str, Tier], bool, dict[str, str]]:
+    async def _route(self, plan: Plan) -> dict[str, Decision]:
+        """The router's decision for every step, once, before anything runs (merging needs the tiers)."""
+        decisions = await asyncio.gather(*(self.scope.route(step_task(s, self.goal)) for s in plan.steps))
+        return {s.id: d for s, d in zip(plan.steps, decisions, strict=True)}
+
+    async def _plan(self) -> tuple[Plan, dict[str, Decision], bool]:
         listing = _listing(self.ws) if self.ws is not None else None
         self._emit("planning", PLAN_STEP)
         made = await make_plan(self.call, self.goal, listing=listing, limits=self.opts.plan_limits)
         self.notes.extend(made.notes)
         plan = made.plan
-        threshold = getattr(self.rt.router, "ambiguity_threshold", 0.6)
-        choices = assign_tiers(plan, ambiguity_threshold=threshold)
+        decisions = await self._route(plan)
         planner_tokens = sum(r.usage.total_tokens for r in made.results)
         est = estimate_overhead(plan, self.goal, planner_tokens)
         if est.ratio > self.opts.overhead_threshold and len(plan.steps) > 1:
-            merged, merges = merge_siblings(plan, {k: c.tier for k, c in choices.items()})
+            merged, merges = merge_siblings(plan, {k: d.tier for k, d in decisions.items()})
             if merges and not validate_plan(merged, self.opts.plan_limits):
                 self.warnings.append(
                     f"over-decomposition: estimated orchestration/execution tokens {est.ratio:.2f} > "
                     f"{self.opts.overhead_threshold:.2f}; " + "; ".join(merges)
                 )
                 plan = merged
-                choices = {k: v for k, v in choices.items() if k in plan.by_id()}
-        for sid, c in choices.items():
-            if c.overridden:
-                self.notes.append(f"step {sid}: {c.reason}")
-        tiers = {k: c.tier for k, c in choices.items()}
-        reasons = {k: c.reason for k, c in choices.items()}
-        cost = sum(r.cost_usd or 0.0 for r in made.results)
+                decisions = await self._route(plan)  # merged steps have new instructions
+        for s in plan.steps:
+            d = decisions[s.id]
+            if s.tier is not None and s.tier is not d.tier:
+                self.notes.append(f"step {s.id}: hint {s.tier.value}, routed to {d.tier.value}: {d.reason}")
         meta = {
             "goal": self.goal,
             "workspace": str(self.ws.root) if self.ws is not None else None,
             "fallback": made.fallback,
-            "tiers": {k: t.value for k, t in tiers.items()},
-            "reasons": reasons,
+            "tiers": {k: d.tier.value for k, d in decisions.items()},
+            "reasons": {k: d.reason for k, d in decisions.items()},
             "notes": self.notes,
             "warnings": self.warnings,
         }
-        rec = StepRecord(
-            self.run.id, PLAN_STEP, "ok", tier=Tier.LARGE.value, output=plan.model_dump_json(),
-            cost_usd=cost, metadata=meta,
-        )  # fmt: skip
-        assert self.ledger is not None
-        await self.ledger.record_step_durable(rec)
+        await self.scope.record_step_durable(
+            PLAN_STEP, "ok", output=plan.model_dump_json(), results=made.results, metadata=meta
+        )
         self._emit("planned", PLAN_STEP, steps=[s.id for s in plan.steps], fallback=made.fallback)
-        return plan, tiers, made.fallback, reasons
+        return plan, decisions, made.fallback
 
     async def go(
         self, tools: tuple[Any, ...], stored: StepRecord | None, finished: Mapping[str, StepRecord]
@@ -211,18 +187,18 @@ class _Orchestration:
         if stored is not None:
             plan = Plan.model_validate_json(stored.output or "")
             meta = stored.metadata
-            tiers = {k: Tier(v) for k, v in meta.get("tiers", {}).items()}
-            fallback, reasons = bool(meta.get("fallback")), dict(meta.get("reasons", {}))
+            fallback = bool(meta.get("fallback"))
             self.notes.extend(meta.get("notes", []))
             self.warnings.extend(meta.get("warnings", []))
             self.notes.append(f"resumed: {len(finished) - 1} finished step record(s) reused")
+            decisions = await self._route(plan)
         else:
-            plan, tiers, fallback, reasons = await self._plan()
+            plan, decisions, fallback = await self._plan()
         done = {
             k: StepOutcome.from_record(v) for k, v in finished.items() if k not in (PLAN_STEP, FINAL_STEP)
         }
         ex = Executor(
-            self.rt, self.run, self.ledger, plan, tiers=tiers, goal=self.goal, workspace=self.ws,
+            self.scope, plan, decisions=decisions, goal=self.goal, workspace=self.ws,
             tools=tools, limits=self.opts.exec_limits, on_event=self.on_event,
         )  # fmt: skip
         outcomes = await ex.execute(done)
@@ -231,21 +207,19 @@ class _Orchestration:
             answer = final.output or ""
         else:
             answer = await self._synthesize(ex, plan, outcomes)
-        return await self._result(plan, ex.outcomes, tiers, reasons, fallback, answer, stored is not None)
+        return await self._result(plan, ex.outcomes, decisions, fallback, answer, stored is not None)
 
     async def _unsynthesized(self, outcomes: dict[str, StepOutcome], exc: InvalidOutput) -> str:
         self.warnings.append(f"final QA and synthesis failed, the answer lists the step results: {exc}")
         parts = [f"- {sid}: {(o.output or '').strip()[:500]}" for sid, o in outcomes.items()]
         answer = "No synthesis could be written; the steps returned:\n" + "\n".join(parts)
-        assert self.ledger is not None
-        rec = StepRecord(self.run.id, FINAL_STEP, "failed", output=answer, error=str(exc)[:500])
-        await self.ledger.record_step_durable(rec)
+        await self.scope.record_step_durable(FINAL_STEP, "failed", output=answer, error=str(exc)[:500])
         self._emit("done", FINAL_STEP)
         return answer
 
     async def _synthesize(self, ex: Executor, plan: Plan, outcomes: dict[str, StepOutcome]) -> str:
         reruns = 0
-        cost = 0.0
+        paid: list[Result] = []
         while True:
             self._emit("synthesis", FINAL_STEP)
             try:
@@ -253,13 +227,13 @@ class _Orchestration:
             except BudgetExceeded as exc:
                 raise BudgetExceeded(
                     f"step {FINAL_STEP!r} (final QA and synthesis) stopped: {exc}; finished steps are kept; "
-                    f"continue with `tierwise resume {self.run.id}` and a larger --budget"
+                    f"continue with `tierwise resume {self.scope.id}` and a larger --budget"
                 ) from exc
             except InvalidOutput as exc:
                 # No model in reach wrote a valid synthesis (the embedded 135M model often cannot): the
                 # answer falls back to the step results themselves, and the run says so.
                 return await self._unsynthesized(outcomes, exc)
-            cost += result.cost_usd or 0.0
+            paid.append(result)
             if not verdict.rerun or reruns >= self.opts.max_reruns:
                 break
             reruns += 1
@@ -279,29 +253,24 @@ class _Orchestration:
             outcomes = await ex.execute()
         if verdict.rerun:
             self.warnings.append(f"final QA still wanted re-runs of {', '.join(verdict.rerun)} (cap reached)")
-        assert self.ledger is not None
-        rec = StepRecord(
-            self.run.id, FINAL_STEP, "ok", tier=result.decision.tier.value, output=verdict.answer,
-            cost_usd=cost, metadata={"complete": verdict.complete, "reruns": reruns, "model": result.model},
+        rec = await self.scope.record_step_durable(
+            FINAL_STEP, "ok", output=verdict.answer, results=paid,
+            metadata={"complete": verdict.complete, "reruns": reruns},
         )  # fmt: skip
-        await self.ledger.record_step_durable(rec)
-        self._emit("done", FINAL_STEP, tier=result.decision.tier.value, cost=cost)
+        self._emit("done", FINAL_STEP, tier=rec.tier, cost=rec.cost_usd)
         return verdict.answer
 
     async def _result(
         self,
         plan: Plan,
         outcomes: Mapping[str, StepOutcome],
-        tiers: Mapping[str, Tier],
-        reasons: Mapping[str, str],
+        decisions: Mapping[str, Decision],
         fallback: bool,
         answer: str,
         resumed: bool,
     ) -> OrchestrationResult:
-        assert self.ledger is not None
-        calls = await asyncio.to_thread(self.ledger.calls, self.run.id)
-        large = self.rt.catalog.get(self.rt.tiers[Tier.LARGE]) if Tier.LARGE in self.rt.tiers else None
-        spend = spend_summary(calls, large)
+        calls = await self.scope.calls()
+        spend = await self.scope.spend()
         measured = measured_overhead(calls, self.goal)
         if measured.ratio > self.opts.overhead_threshold:
             self.warnings.append(
@@ -318,8 +287,8 @@ class _Orchestration:
                 {
                     "id": s.id,
                     "kind": s.kind.value,
-                    "tier": o.tier if o is not None and o.tier else tiers[s.id].value,
-                    "tier_reason": reasons.get(s.id, ""),
+                    "tier": o.tier if o is not None and o.tier else decisions[s.id].tier.value,
+                    "tier_reason": decisions[s.id].reason if s.id in decisions else "",
                     "model": o.model if o is not None else None,
                     "status": o.status if o is not None else "not run",
                     "cost_usd": per_step.get(s.id, o.cost_usd if o is not None else None),
@@ -332,7 +301,7 @@ class _Orchestration:
             "threshold": self.opts.overhead_threshold,
         }
         return OrchestrationResult(
-            run_id=self.run.id, goal=self.goal, answer=answer, steps=steps, spend=spend,
+            run_id=self.scope.id, goal=self.goal, answer=answer, steps=steps, spend=spend,
             fallback_plan=fallback, warnings=self.warnings, notes=self.notes, overhead=overhead,
             resumed=resumed,
         )  # fmt: skip

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tierwise.tiers import TaskKind, Tier
+from tierwise.core import TaskKind, Tier
 
 # Step ids the orchestrator keeps for itself in the ledger.
 PLAN_STEP = "__plan__"

@@ -1,4 +1,4 @@
-"""The planner: the large tier writes the plan as structured output; tier hints get a second look.
+"""The planner: the large tier writes the plan as structured output (a ``plan`` task; the router decides).
 
 The runtime already repairs and escalates output that is not valid JSON for the schema; here a plan that
 parses but makes no sense (a cycle, a missing reference) gets one repair round quoting the errors, then
@@ -10,40 +10,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
+from tierwise.core import Message, Task, TaskKind, Tier
 from tierwise.errors import InvalidOutput
 from tierwise.orchestration.plan import Plan, PlanLimits, Step, validate_plan
-from tierwise.providers.base import Message
-from tierwise.routing.task import Task
 from tierwise.runtime.result import Result
-from tierwise.tiers import TaskKind, Tier, default_tier
 
 Call = Callable[[Task], Awaitable[Result]]
-
-# Kinds whose steps need judgment: a nano hint on them is raised to the kind's own tier.
-JUDGMENT_KINDS = frozenset(
-    {
-        TaskKind.PLAN,
-        TaskKind.AMBIGUOUS,
-        TaskKind.FINAL_QA,
-        TaskKind.SYNTHESIS,
-        TaskKind.DEBUG,
-        TaskKind.CODE_EDIT,
-        TaskKind.REVIEW_FILE,
-        TaskKind.FRONTEND,
-    }
-)
-# Mechanical kinds: a large hint on them is lowered to the kind's own tier.
-MECHANICAL_KINDS = frozenset(
-    {
-        TaskKind.CLASSIFY,
-        TaskKind.EXTRACT,
-        TaskKind.RANK,
-        TaskKind.VALIDATE,
-        TaskKind.PREPROCESS,
-        TaskKind.TOOL_OP,
-        TaskKind.CODE_SEARCH,
-    }
-)
 
 PLANNER_SYSTEM = (
     "You are the planner of a multi-model system. Break the goal into a small DAG of steps and reply "
@@ -54,17 +26,6 @@ PLANNER_SYSTEM = (
     "Use as few steps as the goal needs; do not write the final answer yourself: it is synthesized from "
     "the step outputs afterwards."
 )
-
-
-@dataclass(frozen=True, slots=True)
-class TierChoice:
-    tier: Tier
-    hint: Tier | None
-    reason: str
-
-    @property
-    def overridden(self) -> bool:
-        return self.hint is not None and self.hint is not self.tier
 
 
 @dataclass(slots=True)
@@ -113,8 +74,8 @@ async def make_plan(
     )
     attempts: list[Task] = [replace(task, input=messages, system=None)]
     up = result.decision.tier.up()
-    if up is not None:  # then one escalation, with the original prompt, to the tier above
-        attempts.append(replace(task, tier=up))
+    if up is not None:  # then one escalation, with the original prompt: a hint the router weighs
+        attempts.append(replace(task, tier_hint=up))
     for attempt in attempts:
         try:
             result = await call(attempt)
@@ -158,25 +119,3 @@ def fallback_plan(goal: str, *, has_workspace: bool) -> Plan:
             instruction="Work out an answer to the goal: the key points, the reasoning, open questions.",
         )
     return Plan(steps=[step])
-
-
-def assign_tiers(plan: Plan, *, ambiguity_threshold: float = 0.6) -> dict[str, TierChoice]:
-    """The tier each step runs on: the hint, unless judgment raises it, mechanics lower it, or ambiguity
-    raises it to large. Every change carries its reason."""
-    choices: dict[str, TierChoice] = {}
-    for step in plan.steps:
-        own = default_tier(step.kind)
-        hint = step.tier
-        tier = hint or own
-        reason = f"tier hint {hint.value}" if hint else f"kind {step.kind.value} → {own.value} (default)"
-        if hint is Tier.NANO and step.kind in JUDGMENT_KINDS and own is not Tier.NANO:
-            tier = own
-            reason = f"nano hint raised to {own.value}: a {step.kind.value} step needs judgment"
-        elif hint is Tier.LARGE and step.kind in MECHANICAL_KINDS and own is not Tier.LARGE:
-            tier = own
-            reason = f"large hint lowered to {own.value}: a {step.kind.value} step is mechanical"
-        if step.ambiguity is not None and step.ambiguity >= ambiguity_threshold and tier is not Tier.LARGE:
-            reason += f"; ambiguity {step.ambiguity:.2f} >= {ambiguity_threshold:.2f} raises it to large"
-            tier = Tier.LARGE
-        choices[step.id] = TierChoice(tier, hint, reason)
-    return choices

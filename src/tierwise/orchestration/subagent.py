@@ -10,8 +10,7 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
-from tierwise.providers.base import Message, ToolCall
-from tierwise.routing.task import Task
+from tierwise.core import Message, Task, ToolCall
 from tierwise.runtime.result import Result
 from tierwise.tools.workspace import Tool, ToolError
 

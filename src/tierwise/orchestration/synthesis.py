@@ -7,11 +7,10 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from pydantic import BaseModel, Field
 
+from tierwise.core import Task, TaskKind
 from tierwise.orchestration.executor import StepOutcome
 from tierwise.orchestration.plan import FINAL_STEP, Plan
-from tierwise.routing.task import Task
 from tierwise.runtime.result import Result
-from tierwise.tiers import TaskKind
 
 Call = Callable[[Task], Awaitable[Result]]
 

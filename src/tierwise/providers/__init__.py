@@ -1,15 +1,7 @@
 """Providers: one protocol (complete, stream, embed), real adapters over the official SDKs."""
 
-from tierwise.providers.base import (
-    Completion,
-    Embeddings,
-    Message,
-    Provider,
-    Request,
-    StreamChunk,
-    ToolCall,
-    ToolSpec,
-)
+from tierwise.core import Message, ToolCall, ToolSpec
+from tierwise.providers.base import Completion, Embeddings, Provider, Request, StreamChunk
 from tierwise.providers.registry import Providers, build_provider
 
 __all__ = [

@@ -9,9 +9,10 @@ from typing import Any
 
 import anthropic
 
+from tierwise.core import Message, ToolCall, Usage
 from tierwise.errors import ProviderError
-from tierwise.models.spec import ModelSpec, Usage
-from tierwise.providers.base import Completion, Embeddings, Message, Request, StreamChunk, ToolCall
+from tierwise.models.spec import ModelSpec
+from tierwise.providers.base import Completion, Embeddings, Request, StreamChunk
 
 
 class AnthropicProvider:

@@ -17,10 +17,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from tierwise.core import ToolCall, ToolSpec, Usage
 from tierwise.errors import ProviderError
-from tierwise.models.spec import ModelSpec, Usage
-from tierwise.providers.base import Completion, Embeddings, Request, StreamChunk, ToolCall, ToolSpec
-from tierwise.providers.tokens import count_text
+from tierwise.models.spec import ModelSpec
+from tierwise.models.tokens import count_text
+from tierwise.providers.base import Completion, Embeddings, Request, StreamChunk
 
 _TEXT_SCHEMA: dict[str, Any] = {
     "type": "object",

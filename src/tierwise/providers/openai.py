@@ -8,10 +8,11 @@ from typing import Any
 
 import openai
 
+from tierwise.core import ToolCall, Usage
 from tierwise.errors import ProviderError
-from tierwise.models.spec import ModelSpec, Usage
-from tierwise.providers.base import Completion, Embeddings, Request, StreamChunk, ToolCall
-from tierwise.providers.tokens import count_text
+from tierwise.models.spec import ModelSpec
+from tierwise.models.tokens import count_text
+from tierwise.providers.base import Completion, Embeddings, Request, StreamChunk
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from tierwise.core import Decision, Task
 from tierwise.routing.base import CallFn, Router
 from tierwise.routing.kinds import KindGuess, KindInferrer
 from tierwise.routing.policy import PolicyRouter, Rule
-from tierwise.routing.task import Decision, Task
 
 _LAZY = {
     "CascadeRouter": "tierwise.routing.cascade",

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tierwise.tiers import TaskKind
+from tierwise.core import TaskKind
 
 # A few phrasings per kind. They describe the kind; they are not copied from any evaluation data.
 DESCRIPTIONS: dict[TaskKind, tuple[str, ...]] = {

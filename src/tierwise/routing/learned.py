@@ -16,16 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
+from tierwise.core import Capability, Decision, Task, TaskKind, Tier
 from tierwise.errors import ConfigError, InputError, RoutingError
 from tierwise.models.catalog import Catalog
-from tierwise.models.spec import Capability, ModelSpec
-from tierwise.routing.base import Router
+from tierwise.models.spec import ModelSpec
+from tierwise.routing.base import CallFn
 from tierwise.routing.features import embed, layout
 from tierwise.routing.frontier import Point, aiq, apgr, routellm_curve
 from tierwise.routing.outcomes import Outcomes, fold_indices
+from tierwise.routing.policy import PolicyRouter
 from tierwise.routing.predictors import Predictor, candidates
-from tierwise.routing.task import Decision, Task
-from tierwise.tiers import TaskKind, Tier
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +309,7 @@ class LearnedRouter:
         catalog: Catalog,
         mapping: Mapping[str, str] | None = None,
         *,
-        fallback: Router | None = None,
+        fallback: PolicyRouter | None = None,
         lam: float | None = None,
     ) -> None:
         self.model = model
@@ -348,13 +348,23 @@ class LearnedRouter:
         catalog: Catalog,
         mapping: Mapping[str, str] | None = None,
         *,
-        fallback: Router | None = None,
+        fallback: PolicyRouter | None = None,
     ) -> LearnedRouter:
         """What ``[routing] learned_model = FILE`` deploys: a saved model on the user's catalog."""
         return cls(LearnedModel.load(path), catalog, mapping, fallback=fallback)
 
-    def route(self, task: Task) -> Decision:
+    calls_model = False
+
+    async def route(self, task: Task, call: CallFn | None = None) -> Decision:
         return self.decide(task, self.model.features([task.text], cache=False)[0])
+
+    def predicted_quality(self, text: str, model_id: str) -> float:
+        """The predicted quality of catalog model ``model_id`` on ``text`` (0 for a model not trained on):
+        the cascade's ``learned`` validator."""
+        for j, spec in self.specs.items():
+            if spec.id == model_id:
+                return float(self.model.predict(self.model.features([text], cache=False)[0])[0][j])
+        return 0.0
 
     def decide(self, task: Task, vector: np.ndarray) -> Decision:
         """The decision once the task's embedding is known (the part that must stay well under 1 ms)."""
@@ -408,7 +418,7 @@ class LearnedRouter:
         if self.fallback is None:
             raise RoutingError(f"learned router: {why}, and no fallback router is configured")
         log.warning("learned router: %s; using the %s router", why, self.fallback.name)
-        d = self.fallback.route(task)
+        d = self.fallback.decide(task)
         return Decision(
             d.tier,
             d.model,

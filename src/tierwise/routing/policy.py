@@ -1,4 +1,9 @@
-"""The declarative policy router: kind → tier, raised by ambiguity, stakes, size and capabilities.
+"""The declarative policy router, the default: who decides a task's tier, in order of precedence:
+
+a user's pin (``Task(tier=...)``, ``--tier``) > ``[routing] rules`` > ``[routing] kinds`` > the tier hint a
+plan or system gives (bounded by the kind: judgment kinds are never put on nano, mechanical kinds never
+on large) > the default kind → tier table (``core.DEFAULT_TIER``). Then ambiguity and high stakes raise
+the tier, and the input size and required capabilities move it up where a model cannot take the task.
 
 Cheap by construction (a few dict lookups), because it runs before every call; p99 well under 1 ms.
 """
@@ -8,13 +13,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from tierwise.core import Capability, Decision, Stakes, Task, TaskKind, Tier, default_tier
 from tierwise.errors import RoutingError
 from tierwise.models.catalog import Catalog
-from tierwise.models.spec import Capability, ModelSpec
-from tierwise.providers.tokens import count_text
+from tierwise.models.spec import ModelSpec
+from tierwise.models.tokens import count_text
+from tierwise.routing.base import CallFn
 from tierwise.routing.kinds import KindInferrer, ambiguity_cues
-from tierwise.routing.task import Decision, Task
-from tierwise.tiers import Stakes, TaskKind, Tier, default_tier
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +50,46 @@ class Rule:
         return "rule " + " ".join(p for p in parts if p)
 
 
+# Kinds that need judgment: a nano hint on them is raised to the kind's own tier.
+JUDGMENT_KINDS = frozenset(
+    {
+        TaskKind.PLAN,
+        TaskKind.AMBIGUOUS,
+        TaskKind.FINAL_QA,
+        TaskKind.SYNTHESIS,
+        TaskKind.DEBUG,
+        TaskKind.CODE_EDIT,
+        TaskKind.REVIEW_FILE,
+        TaskKind.FRONTEND,
+    }
+)
+# Mechanical kinds: a large hint on them is lowered to the kind's own tier.
+MECHANICAL_KINDS = frozenset(
+    {
+        TaskKind.CLASSIFY,
+        TaskKind.EXTRACT,
+        TaskKind.RANK,
+        TaskKind.VALIDATE,
+        TaskKind.PREPROCESS,
+        TaskKind.TOOL_OP,
+        TaskKind.CODE_SEARCH,
+    }
+)
+
+
+def bounded_hint(kind: TaskKind, hint: Tier, stakes: Stakes = Stakes.NORMAL) -> tuple[Tier, str]:
+    """The tier a hint stands for once bounded by the kind, and why."""
+    own = default_tier(kind, stakes)
+    if hint is Tier.NANO and kind in JUDGMENT_KINDS and own is not Tier.NANO:
+        return own, f"nano hint raised to {own.value}: a {kind.value} task needs judgment"
+    if hint is Tier.LARGE and kind in MECHANICAL_KINDS and own is not Tier.LARGE:
+        return own, f"large hint lowered to {own.value}: a {kind.value} task is mechanical"
+    return hint, f"tier hint {hint.value} for a {kind.value} task"
+
+
 class PolicyRouter:
     name = "policy"
+    calls_model = False
 
     def __init__(
         self,
@@ -65,7 +108,12 @@ class PolicyRouter:
         self.ambiguity_threshold = ambiguity_threshold
         self.inferrer = inferrer
 
-    def route(self, task: Task) -> Decision:
+    async def route(self, task: Task, call: CallFn | None = None) -> Decision:
+        """The router protocol; the policy needs no model call, so this is ``decide``."""
+        return self.decide(task)
+
+    def decide(self, task: Task) -> Decision:
+        """The decision, synchronously (the hot path and offline replay use this directly)."""
         reasons: list[str] = []
         kind = task.kind
         ambiguity = task.ambiguity
@@ -114,6 +162,9 @@ class PolicyRouter:
         if kind in self.kind_tiers:
             tier = self.kind_tiers[kind]
             return tier, None, f"kind {kind.value} → {tier.value} (tierwise.toml)"
+        if task.tier_hint is not None:
+            tier, why = bounded_hint(kind, task.tier_hint, task.stakes)
+            return tier, None, why
         tier = default_tier(kind, task.stakes)
         if kind is TaskKind.SYNTHESIS:
             return tier, None, f"synthesis at {task.stakes.value} stakes → {tier.value}"
@@ -125,30 +176,29 @@ class PolicyRouter:
             raise RoutingError(f"no model is mapped to tier {tier.value}: set [tiers] {tier.value} = ...")
         return spec
 
-    def _fit(self, task: Task, spec: ModelSpec, tier: Tier, reasons: list[str]) -> tuple[ModelSpec, Tier]:
-        """Keep ``spec`` if it can take the task, else move up the tiers until a model can."""
+    def problems(self, task: Task, candidate: ModelSpec) -> list[str]:
+        """Why ``candidate`` cannot take ``task`` (missing capabilities, input too large), if it cannot."""
         needed = set(task.requires)
         if task.tools:
             needed.add(Capability.TOOLS)
         if task.output_schema is not None or task.json_schema is not None:
             needed.add(Capability.JSON_SCHEMA)
+        found = []
+        missing = needed - set(candidate.capabilities)
+        if missing:
+            found.append(f"{candidate.id} lacks {', '.join(sorted(c.value for c in missing))}")
         text = task.text
-        out = task.max_output_tokens or spec.max_output_tokens
+        out = min(task.max_output_tokens or candidate.max_output_tokens, candidate.max_output_tokens)
         # A token is at least one character for these encodings, so short texts skip the exact count.
-        tokens = count_text(text) if len(text) + out > spec.context_window else len(text)
+        if len(text) + out > candidate.context_window:
+            tokens = count_text(text)
+            if tokens + out > candidate.context_window:
+                found.append(f"~{tokens} input tokens do not fit {candidate.id}'s {candidate.context_window} window")
+        return found
 
-        def problems(candidate: ModelSpec) -> list[str]:
-            found = []
-            missing = needed - set(candidate.capabilities)
-            if missing:
-                found.append(f"{candidate.id} lacks {', '.join(sorted(c.value for c in missing))}")
-            if tokens + min(out, candidate.max_output_tokens) > candidate.context_window:
-                found.append(
-                    f"~{tokens} input tokens do not fit {candidate.id}'s {candidate.context_window} window"
-                )
-            return found
-
-        first = problems(spec)
+    def _fit(self, task: Task, spec: ModelSpec, tier: Tier, reasons: list[str]) -> tuple[ModelSpec, Tier]:
+        """Keep ``spec`` if it can take the task, else move up the tiers until a model can."""
+        first = self.problems(task, spec)
         if not first:
             return spec, tier
         reasons.extend(first)
@@ -156,7 +206,7 @@ class PolicyRouter:
         while current is not None:
             candidate = self.tiers.get(current)
             if candidate is not None:
-                issues = problems(candidate)
+                issues = self.problems(task, candidate)
                 if not issues:
                     reasons.append(f"moved up to {current.value} ({candidate.id}) to fit the task")
                     return candidate, current

@@ -2,6 +2,7 @@
 
 from tierwise.runtime.budget import Budget, Caps, Reservation
 from tierwise.runtime.result import Result, Run
-from tierwise.runtime.runtime import Runtime
+from tierwise.runtime.runtime import Runtime, Stream
+from tierwise.runtime.scope import FanOut, Scope
 
-__all__ = ["Budget", "Caps", "Reservation", "Result", "Run", "Runtime"]
+__all__ = ["Budget", "Caps", "FanOut", "Reservation", "Result", "Run", "Runtime", "Scope", "Stream"]

@@ -1,4 +1,4 @@
-"""What ``Runtime.call`` returns and how a run is identified while it is going."""
+"""What ``Runtime.call`` returns. (``Run``, the run in progress, is now ``Scope``; the name stays.)"""
 
 from __future__ import annotations
 
@@ -7,23 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tierwise.models.spec import Usage
-from tierwise.providers.base import ToolCall
-from tierwise.routing.task import Decision
-from tierwise.runtime.budget import Budget
-from tierwise.tiers import Layer, Tier
-
-
-@dataclass(slots=True)
-class Run:
-    """A run in progress: its id (the ledger's), its kind and its budget under the process budget."""
-
-    id: str
-    kind: str
-    budget: Budget
-    label: str = ""
-    # Layer-swap experiment: every task of a layer runs on this tier instead of its routed one.
-    layer_tiers: dict[Layer, Tier] = field(default_factory=dict)
+from tierwise.core import Decision, ToolCall, Usage
+from tierwise.runtime.scope import Scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,3 +55,6 @@ class Result:
             "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in self.tool_calls],
             "run_id": self.run_id,
         }
+
+
+Run = Scope  # user code that passes ``run=`` keeps working: a Scope is accepted where a Run was

@@ -9,47 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
-import re
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from pydantic import BaseModel, Field
 
+from tierwise.core import Message
 from tierwise.errors import TierwiseError
-from tierwise.providers.base import Message
+from tierwise.routing.cascade import answer_agreement
 from tierwise.runtime.budget import Budget
 
-_WORD = re.compile(r"\w+")
-
-
-def agreement(a: str, b: str) -> float:
-    """1.0 when both answers carry the same JSON value, else word-set Jaccard similarity of the texts."""
-    ja, jb = _as_json(a), _as_json(b)
-    if ja is not None and jb is not None:
-        return 1.0 if _norm(ja) == _norm(jb) else 0.0
-    wa, wb = set(_WORD.findall(a.lower())), set(_WORD.findall(b.lower()))
-    if not wa and not wb:
-        return 1.0
-    return len(wa & wb) / len(wa | wb)
-
-
-def _as_json(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except (json.JSONDecodeError, TypeError):
-        return None
-
-
-def _norm(value: Any) -> Any:
-    if isinstance(value, str):
-        return " ".join(value.lower().split())
-    if isinstance(value, dict):
-        return {k: _norm(v) for k, v in sorted(value.items())}
-    if isinstance(value, list):
-        return [_norm(v) for v in value]
-    return value
+agreement = answer_agreement  # one measure for shadow checks and the cascade's sample agreement
 
 
 class JudgeVerdict(BaseModel):

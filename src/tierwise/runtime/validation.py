@@ -9,7 +9,7 @@ from typing import Any
 import jsonschema
 from pydantic import BaseModel, ValidationError
 
-from tierwise.providers.base import Message
+from tierwise.core import Message
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.S)
 

@@ -20,14 +20,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from tierwise.core import Task, TaskKind, Tier
 from tierwise.errors import InputError, InvalidOutput, ProviderError
 from tierwise.ledger.records import StepRecord
 from tierwise.orchestration.subagent import frame_tool_output, run_subagent
-from tierwise.routing.task import Task
 from tierwise.runtime.result import Run
 from tierwise.session import Session
 from tierwise.systems.reporting import spend_fields, system_spend
-from tierwise.tiers import TaskKind, Tier
 from tierwise.tools import ToolError, Workspace, is_git_repo, workspace_tools
 
 SYSTEM = "system:coding-assistant"

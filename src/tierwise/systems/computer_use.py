@@ -18,15 +18,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from tierwise.core import Capability, Message, Task, TaskKind, Tier
 from tierwise.errors import BudgetExceeded, InputError, InvalidOutput, ProviderError
 from tierwise.ledger.records import StepRecord
-from tierwise.models.spec import Capability
-from tierwise.providers.base import Message
-from tierwise.routing.task import Task
 from tierwise.runtime.result import Run
 from tierwise.session import Session
 from tierwise.systems.reporting import system_spend
-from tierwise.tiers import TaskKind, Tier
 from tierwise.tools.browser import Allowlist, Browser, BrowserError, NavigationBlocked
 
 SYSTEM = "system:computer-use"

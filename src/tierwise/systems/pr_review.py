@@ -17,9 +17,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tierwise.core import Stakes, Task, TaskKind, Tier
 from tierwise.errors import BudgetExceeded, InvalidOutput, ProviderError, TierwiseError
 from tierwise.ledger.records import StepRecord
-from tierwise.routing.task import Task
 from tierwise.runtime.result import Run
 from tierwise.session import Session
 from tierwise.systems.pr_review_git import DiffSet, FileDiff, collect_diff
@@ -37,7 +37,6 @@ from tierwise.systems.pr_review_types import (
     SummaryOut,
 )
 from tierwise.systems.reporting import system_spend
-from tierwise.tiers import Stakes, TaskKind, Tier
 
 __all__ = ["AREAS", "SEVERITIES", "SYSTEM", "FileResult", "Finding", "Options", "PRReview", "review"]
 

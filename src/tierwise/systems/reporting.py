@@ -2,8 +2,8 @@
 
 Three jobs, kept tiny so the five systems report alike:
 
-- ``await system_spend(session, run_id)``: the run's spend (total, per tier, per step, all-large
-  counterfactual) from the ledger's call records, via ``orchestration.spend.spend_summary``.
+- ``spend_fields(await scope.spend())``: the spend keys every system's JSON result carries (the spend
+  itself comes from ``Scope.spend``, the one spend path).
 - ``check_out(out, extensions)`` before a run, ``write_outputs(out, formats)`` after it: the primary output
   in the format ``--out``'s extension names, every other format beside it (same stem, its own extension).
 - ``cost_line(summary)`` / ``print_cost_line(summary)``: one line with the total and the all-large
@@ -12,39 +12,18 @@ Three jobs, kept tiny so the five systems report alike:
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 from tierwise.errors import InputError
-from tierwise.orchestration.spend import spend_summary
-from tierwise.tiers import Tier
 
-if TYPE_CHECKING:
-    from tierwise.session import Session
-
-__all__ = ["check_out", "cost_line", "print_cost_line", "system_spend", "write_outputs"]
-
-
-async def system_spend(session: Session, run_id: str) -> dict[str, Any]:
-    """Spend of run ``run_id``: ``spend_summary`` over the ledger's calls, priced against the large tier.
-
-    Keys: total_cost_usd, cost_per_tier, cost_per_step, all_large_counterfactual_usd, notional, calls,
-    cost_unknown_for_some_calls.
-    """
-    ledger = session.ledger
-    if ledger is None:
-        raise InputError("the session is not open: use `async with tierwise.Session() as s:`")
-    await ledger.aflush()  # calls are written by a background writer: read them only once they landed
-    calls = await asyncio.to_thread(ledger.calls, run_id)
-    large = session.config.catalog.find(session.config.tiers[Tier.LARGE])
-    return dict(spend_summary(calls, large))
+__all__ = ["check_out", "cost_line", "print_cost_line", "spend_fields", "write_outputs"]
 
 
 def spend_fields(spend: Mapping[str, Any]) -> dict[str, Any]:
-    """The spend keys every system's JSON result carries, from a ``system_spend`` summary."""
+    """The spend keys every system's JSON result carries, from a ``Scope.spend()`` summary."""
     return {
         "total_cost_usd": spend.get("total_cost_usd"),
         "cost_per_tier": spend.get("cost_per_tier", {}),

@@ -18,14 +18,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, create_model
 
+from tierwise.core import Task, TaskKind, Tier
 from tierwise.errors import InputError, InvalidOutput, ProviderError
 from tierwise.ledger.records import StepRecord
-from tierwise.routing.task import Task
 from tierwise.runtime.result import Run
 from tierwise.session import Session
 from tierwise.systems.reporting import spend_fields, system_spend
 from tierwise.systems.research_sources import Source, load_sources, normalize
-from tierwise.tiers import TaskKind, Tier
 
 SYSTEM = "system:research"
 SOURCE_CHARS = 6000  # passages shown to one mini subagent; the most relevant first

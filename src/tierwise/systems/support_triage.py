@@ -18,13 +18,12 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
+from tierwise.core import Tier, Usage
 from tierwise.errors import InputError, InvalidOutput
-from tierwise.models.spec import Usage
 from tierwise.runtime.result import Run
 from tierwise.session import Session
 from tierwise.systems.intents import OOS_NAMES, OUT_OF_SCOPE, Embed, embed_batched, load_or_fit
 from tierwise.systems.triage_io import Ticket, urgency_of
-from tierwise.tiers import Tier
 
 EMBED_MODEL = "local/e5-small"
 COMPLEX_WORDS = 150  # tickets longer than this go straight to large: several issues in one message

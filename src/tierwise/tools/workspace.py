@@ -13,14 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from tierwise.errors import InputError
-from tierwise.providers.base import ToolSpec
+from tierwise.core import ToolSpec
+from tierwise.errors import InputError, ToolError
 
 _SKIP_DIRS = frozenset({".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", ".tierwise"})
-
-
-class ToolError(Exception):
-    """A tool refused or failed; the message goes back to the model as the tool's result."""
 
 
 @dataclass(frozen=True, slots=True)

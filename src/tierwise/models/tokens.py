@@ -8,7 +8,7 @@ from typing import Any
 
 import toktok
 
-from tierwise.providers.base import Message
+from tierwise.core import Message
 
 _ENCODING = "o200k_base"  # GPT-5.x family; a close enough estimate for other providers' budgets
 _PER_MESSAGE = 4  # role and separators, as in OpenAI's cookbook accounting

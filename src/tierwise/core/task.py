@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from tierwise.models.spec import Capability
-from tierwise.providers.base import Message, ToolSpec
-from tierwise.tiers import Stakes, TaskKind, Tier
+from tierwise.core.messages import Message, ToolSpec
+from tierwise.core.tiers import Stakes, TaskKind, Tier
+from tierwise.core.usage import Capability
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,8 +25,10 @@ class Task:
     stakes: Stakes = Stakes.NORMAL
     ambiguity: float | None = None
     requires: frozenset[Capability] = frozenset()
-    tier: Tier | None = None  # caller pins a tier
-    model: str | None = None  # caller pins a model id
+    tier: Tier | None = None  # a user pins a tier (their own code, --tier); library code never does
+    model: str | None = None  # a user pins a model id
+    tier_hint: Tier | None = None  # what a plan or system suggests; the router bounds it by the kind
+    temperature: float | None = None
     max_output_tokens: int | None = None
     system: str | None = None
     step_id: str | None = None
@@ -54,6 +57,29 @@ class Task:
         return self.json_schema
 
 
+class AnswerCheck(Protocol):
+    """Confidence in [0, 1] that the latest paid answer can be accepted (a cascade's validator).
+
+    ``answers`` are (model id, text) pairs, cheapest first. ``call`` runs a task pinned to its model
+    through the one path, metered and budgeted, recorded as a routing call; it returns the text.
+    """
+
+    name: str
+
+    async def confidence(
+        self, task: Task, answers: Sequence[tuple[str, str]], call: Callable[[Task], Awaitable[str]]
+    ) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Escalation:
+    """What a cascade hands the runtime: the models above the first, the validator and its threshold."""
+
+    chain: tuple[str, ...]
+    check: AnswerCheck
+    tau: float = 0.8
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     """Which tier and model run a task, and why, in words a person can check."""
@@ -65,6 +91,8 @@ class Decision:
     confidence: float = 1.0
     alternatives: tuple[str, ...] = ()
     router: str = "policy"
+    escalation: Escalation | None = None  # a cascade's chain; the runtime climbs it
+    routing_calls: int = 0  # model calls the router itself made to decide
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -75,4 +103,6 @@ class Decision:
             "confidence": round(self.confidence, 4),
             "alternatives": list(self.alternatives),
             "router": self.router,
+            **({"escalates_to": list(self.escalation.chain)} if self.escalation else {}),
+            **({"routing_calls": self.routing_calls} if self.routing_calls else {}),
         }

@@ -1,0 +1,247 @@
+"""The innermost layer: one attempt of one call on one model.
+
+reserve the worst case → rate limit → send → commit the actual cost → record one event. ``call``,
+``stream`` and ``embed`` all go through here, so a budget, a rate limit and a ledger record exist for
+every request a provider sees, and for every request refused before it was sent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from tierwise.core import Decision, Message, Task, Usage
+from tierwise.errors import BudgetExceeded, ProviderError
+from tierwise.models.spec import ModelSpec
+from tierwise.models.tokens import count_messages, count_text, count_texts
+from tierwise.providers.base import Completion, Embeddings, Request, StreamChunk
+from tierwise.providers.registry import Providers
+from tierwise.runtime.budget import Reservation
+from tierwise.runtime.events import CallEvent, Recorder
+from tierwise.runtime.limits import RateLimits
+
+if TYPE_CHECKING:
+    from tierwise.runtime.scope import Scope
+
+# Our token count is an estimate of the provider's; reserve a margin so the settled cost stays inside.
+_INPUT_MARGIN = 1.15
+_INPUT_SLACK = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """One call on one model: what every attempt of it sends, and how it is recorded."""
+
+    task: Task
+    decision: Decision
+    spec: ModelSpec
+    scope: Scope
+    messages: tuple[Message, ...]
+    schema: dict[str, Any] | None = None
+    operation: str = "chat"
+
+    def on(self, spec: ModelSpec, decision: Decision) -> Leg:
+        return replace(self, spec=spec, decision=decision)
+
+    def request(self) -> Request:
+        spec, task = self.spec, self.task
+        max_out = min(task.max_output_tokens or spec.max_output_tokens, spec.max_output_tokens)
+        name = task.output_schema.__name__ if task.output_schema is not None else "output"
+        return Request(
+            model=spec,
+            messages=self.messages,
+            max_output_tokens=max_out,
+            json_schema=self.schema,
+            schema_name=name,
+            tools=task.tools,
+            temperature=task.temperature,
+        )
+
+    def event(self, status: str, **fields: Any) -> CallEvent:
+        return CallEvent(
+            self.task, self.decision, self.spec, self.scope, status, self.messages,
+            operation=self.operation, **fields,
+        )  # fmt: skip
+
+
+def input_estimate(request: Request) -> int:
+    """Input tokens to reserve: the messages, and the schema and tool definitions sent beside them."""
+    n = count_messages(request.messages)
+    extra = []
+    if request.json_schema is not None:
+        extra.append(json.dumps(request.json_schema))
+    extra += [json.dumps(t.parameters) + t.name + t.description for t in request.tools]
+    if extra:
+        n += sum(count_texts(extra))
+    return math.ceil(n * _INPUT_MARGIN) + _INPUT_SLACK
+
+
+class Attempt:
+    def __init__(self, providers: Providers, recorder: Recorder) -> None:
+        self.providers = providers
+        self.recorder = recorder
+        self.limits = RateLimits()
+
+    def _reserve(self, leg: Leg, request: Request, n: int) -> Reservation:
+        est = input_estimate(request)
+        worst = leg.spec.worst_case_cost(est, request.max_output_tokens)
+        try:
+            return leg.scope.budget.reserve(
+                worst, est + request.max_output_tokens, what=f"call to {leg.spec.id}"
+            )
+        except BudgetExceeded as exc:
+            self.recorder.record(leg.event("refused", error=str(exc), attempt=n))
+            raise
+
+    async def _admit(self, spec: ModelSpec) -> None:
+        limiter = self.limits.for_model(spec)
+        if limiter is not None:
+            await limiter.acquire()
+
+    def _failed(self, leg: Leg, reservation: Reservation, exc: ProviderError, n: int, started: float) -> None:
+        leg.scope.budget.release(reservation)
+        self.recorder.record(
+            leg.event("error", error=str(exc), attempt=n, latency_s=time.perf_counter() - started)
+        )
+
+    def _settle(self, leg: Leg, reservation: Reservation, usage: Usage) -> float | None:
+        cost = leg.spec.cost(usage)
+        leg.scope.budget.commit(reservation, cost, usage.total_tokens)
+        return cost
+
+    async def complete(self, leg: Leg, n: int) -> tuple[Completion, float | None]:
+        """One completion. The caller records the outcome (ok, invalid_output, rejected) once it knows it."""
+        request = leg.request()
+        reservation = self._reserve(leg, request, n)
+        started = time.perf_counter()
+        try:
+            await self._admit(leg.spec)
+            completion = await self.providers.get(leg.spec.provider).complete(request)
+        except ProviderError as exc:
+            self._failed(leg, reservation, exc, n, started)
+            raise
+        except BaseException:
+            leg.scope.budget.release(reservation)
+            raise
+        return completion, self._settle(leg, reservation, completion.usage)
+
+    async def open_stream(self, leg: Leg, n: int) -> LiveStream:
+        """Start a stream and wait for its first chunk (retries and fallback apply up to here)."""
+        request = leg.request()
+        reservation = self._reserve(leg, request, n)
+        started = time.perf_counter()
+        chunks = aiter(self.providers.get(leg.spec.provider).stream(request))
+        try:
+            await self._admit(leg.spec)
+            first = await anext(chunks, None)
+        except ProviderError as exc:
+            self._failed(leg, reservation, exc, n, started)
+            raise
+        except BaseException:
+            leg.scope.budget.release(reservation)
+            raise
+        return LiveStream(self, leg, request, reservation, chunks, first, started, n)
+
+    async def embed(self, leg: Leg, texts: list[str], n: int) -> tuple[Embeddings, float | None]:
+        tokens = sum(count_texts(texts))
+        spec = leg.spec
+        try:
+            reservation = leg.scope.budget.reserve(
+                spec.worst_case_cost(tokens, 0), tokens, what=f"embedding with {spec.id}"
+            )
+        except BudgetExceeded as exc:
+            self.recorder.record(leg.event("refused", error=str(exc), attempt=n))
+            raise
+        started = time.perf_counter()
+        try:
+            await self._admit(spec)
+            result = await self.providers.get(spec.provider).embed(spec, texts)
+        except ProviderError as exc:
+            self._failed(leg, reservation, exc, n, started)
+            raise
+        except BaseException:
+            leg.scope.budget.release(reservation)
+            raise
+        cost = self._settle(leg, reservation, result.usage)
+        done = Completion(
+            text="", usage=result.usage, served_model=result.served_model, latency_s=result.latency_s
+        )
+        self.recorder.record(leg.event("ok", completion=done, cost=cost, attempt=n))
+        return result, cost
+
+
+class LiveStream:
+    """A stream past its first chunk: yields deltas, then settles and records the call once it ends.
+
+    Usage comes from the stream's final chunk; when the provider sends none, it is estimated with our
+    token counter and the record says so (``usage_estimated``).
+    """
+
+    def __init__(
+        self,
+        attempt: Attempt,
+        leg: Leg,
+        request: Request,
+        reservation: Reservation,
+        chunks: AsyncIterator[StreamChunk],
+        first: StreamChunk | None,
+        started: float,
+        n: int,
+    ) -> None:
+        self._a, self.leg, self._request, self._reservation = attempt, leg, request, reservation
+        self._chunks, self._first, self._started, self.n = chunks, first, started, n
+        self.parts: list[str] = []
+        self.completion: Completion | None = None
+        self.cost: float | None = None
+        self.estimated = False
+
+    async def deltas(self) -> AsyncIterator[str]:
+        final: StreamChunk | None = None
+        finish: str | None = None
+        try:
+            chunk = self._first
+            while chunk is not None:
+                if chunk.delta:
+                    self.parts.append(chunk.delta)
+                    yield chunk.delta
+                if chunk.usage is not None:
+                    final = chunk
+                finish = chunk.finish_reason or finish
+                chunk = await anext(self._chunks, None)
+        except ProviderError as exc:
+            self._a._failed(self.leg, self._reservation, exc, self.n, self._started)
+            raise
+        except BaseException:
+            # Cancelled or abandoned mid-stream: what was generated may be billed; settle the estimate.
+            self._finish(None, finish)
+            ev = self.leg.event(
+                "error", completion=self.completion, cost=self.cost, attempt=self.n,
+                error="stream abandoned before its end", metadata={"usage_estimated": True},
+            )  # fmt: skip
+            self._a.recorder.record(ev)
+            raise
+        self._finish(final, finish)
+
+    def _finish(self, final: StreamChunk | None, finish: str | None) -> None:
+        text = "".join(self.parts)
+        self.estimated = final is None or final.usage is None
+        if self.estimated:
+            usage = Usage(
+                input_tokens=count_messages(self._request.messages),
+                output_tokens=count_text(text) if text else 0,
+            )
+        else:
+            assert final is not None and final.usage is not None
+            usage = final.usage
+        self.cost = self._a._settle(self.leg, self._reservation, usage)
+        self.completion = Completion(
+            text=text,
+            usage=usage,
+            served_model=final.served_model if final else None,
+            latency_s=time.perf_counter() - self._started,
+            finish_reason=finish,
+        )
