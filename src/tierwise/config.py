@@ -93,7 +93,7 @@ class CascadeConfig(_Section):
 
 
 class RoutingConfig(_Section):
-    router: Literal["policy", "learned", "nano", "cascade"] = "policy"
+    router: str = "policy"  # policy | learned | nano | cascade
     ambiguity_threshold: float = Field(default=0.6, ge=0, le=1)
     kinds: dict[str, Tier] = Field(default_factory=dict)  # kind → tier overrides
     rules: list[RuleConfig] = Field(default_factory=list)
@@ -233,12 +233,15 @@ class Config:
 
 
 _KINDS = ", ".join(k.value for k in TaskKind)
+ROUTERS = ("policy", "learned", "nano", "cascade")
 
 
 def _check_routing(config: Config) -> None:
     """What pydantic cannot see: kinds, models and tiers named by [routing] must exist; a cascade must be
     able to judge free text. One line each, naming the key and the fix."""
     r, src = config.routing, config.source
+    if r.router not in ROUTERS:
+        raise ConfigError(f"{src}: routing.router = {r.router!r} is not one of {', '.join(ROUTERS)}")
     for key, tier in r.kinds.items():
         if key not in TaskKind._value2member_map_:
             raise ConfigError(f"{src}: routing.kinds.{key}: unknown task kind (allowed: {_KINDS})")
@@ -259,7 +262,9 @@ def _check_routing(config: Config) -> None:
                 "or pick one from `tierwise models`"
             )
         if rule.tier is not None and rule.tier not in config.tiers:
-            raise ConfigError(f"{where}.tier = {rule.tier.value!r}: no model serves that tier; map one in [tiers]")
+            raise ConfigError(
+                f"{where}.tier = {rule.tier.value!r}: no model serves that tier; map one in [tiers]"
+            )
     for model_id, chain in r.fallbacks.items():
         for m in [model_id, *chain]:
             if config.catalog.find(m) is None:
@@ -274,7 +279,9 @@ def _check_routing(config: Config) -> None:
                 "only structured output): add 'agreement' or 'judge'"
             )
         if "learned" in c.validators and not r.learned_model:
-            raise ConfigError(f"{src}: routing.cascade.validators has 'learned' but routing.learned_model is unset")
+            raise ConfigError(
+                f"{src}: routing.cascade.validators has 'learned' but routing.learned_model is unset"
+            )
     if r.router == "learned" and not r.learned_model:
         raise ConfigError(
             f"{src}: routing.router = 'learned' needs routing.learned_model = FILE "

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tierwise import Session
-from tierwise.orchestration import ExecLimits, Options, orchestrate
+from tierwise.orchestration import ExecLimits, Options
 
 
 async def test_orchestrate_on_the_embedded_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from tierwise import Session
+from tierwise.core import Tier
 from tierwise.orchestration import ExecLimits, Executor, Plan
 from tierwise.runtime import FanOut
 from tierwise.testing import ChaosServer
-from tierwise.core import Tier
 
 from .test_orchestrate import plan_script
 

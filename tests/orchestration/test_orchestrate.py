@@ -10,7 +10,7 @@ import pytest
 from tierwise import BudgetExceeded, InputError, Session
 from tierwise.config import Config
 from tierwise.ledger import Ledger
-from tierwise.orchestration import StepFailed, orchestrate
+from tierwise.orchestration import StepFailed
 from tierwise.testing import ChaosServer
 
 PLAN = {

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from tierwise.config import Config
+from tierwise.core import Tier
 from tierwise.orchestration import Plan, PlanLimits, step_task, validate_plan
-from tierwise.routing.factory import build_policy
 from tierwise.orchestration.plan import topological_order
 from tierwise.orchestration.spend import merge_siblings
-from tierwise.core import Tier
+from tierwise.routing.factory import build_policy
 
 
 def plan(*steps: dict) -> Plan:

@@ -13,7 +13,6 @@ from pathlib import Path
 from tierwise import Session
 from tierwise.config import Config
 from tierwise.ledger import Ledger
-from tierwise.orchestration import orchestrate
 from tierwise.testing import ChaosServer
 
 from .test_orchestrate import plan_script

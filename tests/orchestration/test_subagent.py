@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 from tierwise import Session
-from tierwise.orchestration import orchestrate
 from tierwise.testing import ChaosServer
 
 from .test_orchestrate import plan_script

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from pydantic import BaseModel
 
+from tierwise.core import Task, Tier
 from tierwise.errors import InputError
 from tierwise.evaluation.datasets import data_dir, load_outcomes
 from tierwise.models.catalog import Catalog
@@ -22,8 +23,6 @@ from tierwise.routing.cascade import (
 )
 from tierwise.routing.cascade_fit import CascadeFamily, answer_codes, fit_cascades
 from tierwise.routing.outcomes import Outcomes
-from tierwise.core import Task
-from tierwise.core import Tier
 
 
 @pytest.fixture(scope="module")
@@ -120,22 +119,27 @@ class Recorder:
         return self.answers[task.model]
 
 
-async def test_live_cascade_escalates_until_answers_agree() -> None:
+async def test_cascade_names_the_cheapest_model_and_hands_the_runtime_its_chain() -> None:
     chain = ["t/nano", "t/mini", "t/large"]
-    call = Recorder({"t/nano": "B", "t/mini": "A", "t/large": "A) yes"})
-    router = CascadeRouter(_catalog(), chain, AgreementValidator(), call=call, tau=0.5)
-    first = router.route(Task("pick A or B"))
+    router = CascadeRouter(_catalog(), chain, AgreementValidator(), tau=0.5)
+    first = await router.route(Task("pick A or B"), Recorder({}))
     assert first.model == "t/nano" and "escalates to t/mini → t/large" in first.reason
-    result = await router.run(Task("pick A or B"))
-    assert call.called == chain  # nano and mini disagreed, so the large model was paid for too
-    assert result.called == chain and result.model == "t/large" and result.confidence == 0.5
+    assert first.escalation is not None and first.escalation.chain == ("t/mini", "t/large")
+    assert first.escalation.tau == 0.5 and first.escalation.check.name == "agreement"
+    # Agreement along the chain: nano and mini disagree, the large answer sides with mini.
+    check, call = first.escalation.check, Recorder({})
+    assert await check.confidence(Task("x"), [("t/nano", "B")], call) == 0.0
+    assert await check.confidence(Task("x"), [("t/nano", "B"), ("t/mini", "A")], call) == 0.0
+    answers = [("t/nano", "B"), ("t/mini", "A"), ("t/large", "A) yes")]
+    assert await check.confidence(Task("x"), answers, call) == 0.5
 
 
-async def test_live_cascade_stops_at_the_first_valid_schema() -> None:
+async def test_schema_validator_judges_structured_output_only() -> None:
     class Out(BaseModel):
         label: str
 
-    call = Recorder({"t/nano": "not json", "t/mini": json.dumps({"label": "spam"}), "t/large": "{}"})
-    router = CascadeRouter(_catalog(), ["t/nano", "t/mini", "t/large"], SchemaValidator(), call=call, tau=1.0)
-    result = await router.run(Task("classify", output_schema=Out))
-    assert call.called == ["t/nano", "t/mini"] and result.model == "t/mini"
+    v, call = SchemaValidator(), Recorder({})
+    task = Task("classify", output_schema=Out)
+    assert await v.confidence(task, [("t/nano", "not json")], call) == 0.0
+    assert await v.confidence(task, [("t/mini", json.dumps({"label": "spam"}))], call) == 1.0
+    assert await v.confidence(Task("free text"), [("t/nano", "anything")], call) == 1.0  # no objection

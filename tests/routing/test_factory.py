@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from tierwise.config import Config
+from tierwise.core import TaskKind, Tier
 from tierwise.errors import ConfigError
 from tierwise.routing import Task
-from tierwise.session import build_router
-from tierwise.core import TaskKind, Tier
+from tierwise.routing.factory import build_router
 
 TIERS = {"large": "openai/gpt-5.4", "mini": "openai/gpt-5.4-mini", "nano": "openai/gpt-5.4-nano"}
 
@@ -17,7 +17,7 @@ def test_cascade_starts_on_the_cheapest_tier() -> None:
     cfg = Config.from_dict({"tiers": TIERS, "routing": {"router": "cascade"}})
     router = build_router(cfg, None)
     assert router.name == "cascade"
-    d = router.route(Task("plan the migration", kind=TaskKind.PLAN))
+    d = router.decide(Task("plan the migration", kind=TaskKind.PLAN))
     assert d.tier is Tier.NANO and "cheapest" in d.reason
 
 

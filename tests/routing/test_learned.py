@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tierwise.core import Decision, Task, TaskKind, Tier
 from tierwise.errors import InputError, RoutingError
 from tierwise.evaluation.datasets import data_dir, load_outcomes
 from tierwise.models.catalog import Catalog
@@ -19,8 +20,6 @@ from tierwise.routing.base import Router
 from tierwise.routing.learned import LearnedModel, LearnedRouter
 from tierwise.routing.outcomes import Outcomes
 from tierwise.routing.predictors import Predictor
-from tierwise.core import Decision, Task
-from tierwise.core import TaskKind, Tier
 
 TRAINED = {
     "mistralai/mistral-7b-chat": "test/small",
@@ -66,7 +65,7 @@ def _catalog(extra: bool = False) -> Catalog:
 class StubRouter:
     name = "policy"
 
-    def route(self, task: Task) -> Decision:
+    def decide(self, task: Task) -> Decision:
         return Decision(Tier.MINI, "test/new", "rule x", task.kind or TaskKind.TOOL_OP, router=self.name)
 
 
@@ -111,24 +110,24 @@ def test_calibrate_meets_cost_and_large_share_targets(model: LearnedModel) -> No
 def test_router_protocol_and_reason(model: LearnedModel) -> None:
     router = LearnedRouter(model, _catalog(), TRAINED)
     assert isinstance(router, Router)
-    d = router.route(Task("Which gas do plants take in for photosynthesis?\nA) oxygen\nB) carbon dioxide"))
+    d = router.decide(Task("Which gas do plants take in for photosynthesis?\nA) oxygen\nB) carbon dioxide"))
     assert d.model in TRAINED.values() and d.router == "learned"
     assert d.reason.startswith(f"learned: predicted quality {d.confidence:.2f} for {d.model} at λ=")
     assert 0 <= d.confidence <= 1 and d.model not in d.alternatives
-    pinned = router.route(Task("anything", tier=Tier.LARGE))
+    pinned = router.decide(Task("anything", tier=Tier.LARGE))
     assert pinned.model == "test/big" and pinned.tier is Tier.LARGE
 
 
 def test_untrained_catalog_models_fall_back_with_a_warning(model: LearnedModel) -> None:
     with pytest.warns(UserWarning, match="not trained on test/new"):
         router = LearnedRouter(model, _catalog(extra=True), TRAINED, fallback=StubRouter())
-    d = router.route(Task("hello", model="test/new"))
+    d = router.decide(Task("hello", model="test/new"))
     assert d.model == "test/new" and "policy: rule x" in d.reason and d.reason.startswith("learned:")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         bare = LearnedRouter(model, _catalog(extra=True), TRAINED)
     with pytest.raises(RoutingError, match="no fallback"):
-        bare.route(Task("hello", model="test/new"))
+        bare.decide(Task("hello", model="test/new"))
 
 
 def test_decision_is_fast_once_embedded(model: LearnedModel) -> None:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from tierwise.core import Stakes, Task, TaskKind, Tier
 from tierwise.errors import ProviderError
 from tierwise.models.catalog import Catalog
 from tierwise.models.spec import ModelSpec
 from tierwise.routing.base import Router
 from tierwise.routing.nano import NanoRouter, parse_reply
-from tierwise.core import Task
-from tierwise.core import Stakes, TaskKind, Tier
 
 TIERS = {Tier.LARGE: "t/large", Tier.MINI: "t/mini", Tier.NANO: "t/nano"}
 
@@ -36,10 +35,10 @@ async def test_nano_model_picks_kind_and_tier() -> None:
 
     router = NanoRouter(_catalog(), TIERS, call=call)
     assert isinstance(router, Router)
-    d = await router.aroute(Task("Label this email as spam or not"))
+    d = await router.route(Task("Label this email as spam or not"))
     assert (d.kind, d.tier, d.model) == (TaskKind.CLASSIFY, Tier.NANO, "t/nano")
     assert asked[0].model == "t/nano" and "nano model t/nano" in d.reason
-    high = await router.aroute(Task("Label this email", stakes=Stakes.HIGH))
+    high = await router.route(Task("Label this email", stakes=Stakes.HIGH))
     assert high.tier is Tier.MINI
 
 
@@ -47,13 +46,13 @@ async def test_ambiguity_raises_to_large_and_failures_fall_back_offline() -> Non
     async def vague(task: Task) -> str:
         return '{"kind": "classify", "tier": "nano", "ambiguous": true}'
 
-    d = await NanoRouter(_catalog(), TIERS, call=vague).aroute(Task("do the thing"))
+    d = await NanoRouter(_catalog(), TIERS, call=vague).route(Task("do the thing"))
     assert d.tier is Tier.LARGE
 
     async def broken(task: Task) -> str:
         raise ProviderError("nano is down", retryable=True)
 
-    fallback = await NanoRouter(_catalog(), TIERS, call=broken).aroute(
+    fallback = await NanoRouter(_catalog(), TIERS, call=broken).route(
         Task("Extract the order number and the date from this message")
     )
     assert fallback.reason.startswith("nano model unavailable (nano is down); offline: kind")
@@ -62,7 +61,9 @@ async def test_ambiguity_raises_to_large_and_failures_fall_back_offline() -> Non
 
 def test_offline_route_and_pins() -> None:
     router = NanoRouter(_catalog(), TIERS)
-    d = router.route(Task("Plan the migration of our billing service to the new database, step by step"))
+    d = router.decide_offline(
+        Task("Plan the migration of our billing service to the new database, step by step")
+    )
     assert d.kind is TaskKind.PLAN and d.tier is Tier.LARGE and d.reason.startswith("offline: kind plan")
-    assert router.route(Task("x", model="t/mini")).model == "t/mini"
-    assert router.route(Task("x", kind=TaskKind.RANK)).tier is Tier.NANO
+    assert router.decide_offline(Task("x", model="t/mini")).model == "t/mini"
+    assert router.decide_offline(Task("x", kind=TaskKind.RANK)).tier is Tier.NANO

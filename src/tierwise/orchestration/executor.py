@@ -75,8 +75,9 @@ class StepOutcome:
         status = "ok" if self.status in ("ok", "resumed") else self.status
         meta: dict[str, Any] = {"kind": self.kind}
         if not self.results:  # a step that made no call (resumed or failed before): what is known
-            meta.update(tier=self.tier or None, model=self.model, cost_usd=self.cost_usd,
-                        input_tokens=self.input_tokens, output_tokens=self.output_tokens, calls=self.calls)  # fmt: skip
+            known = {"tier": self.tier or None, "model": self.model, "cost_usd": self.cost_usd}
+            tokens = {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+            meta.update(known, **tokens, calls=self.calls)
         return scope.step_record(
             self.step_id, status, output=self.output, results=self.results, error=self.error, metadata=meta
         )
@@ -148,9 +149,7 @@ class GroupCommit:
 def step_task(step: Step, goal: str, prompt: str | None = None) -> Task:
     """How a step describes its work to the router: kind, ambiguity and its tier hint, never a tier."""
     text = prompt or f"Overall goal: {goal}\n\nYour step ({step.id}, {step.kind.value}): {step.instruction}"
-    return Task(
-        input=text, kind=step.kind, tier_hint=step.tier, ambiguity=step.ambiguity, step_id=step.id
-    )
+    return Task(input=text, kind=step.kind, tier_hint=step.tier, ambiguity=step.ambiguity, step_id=step.id)
 
 
 class Executor:

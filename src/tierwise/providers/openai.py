@@ -117,7 +117,6 @@ class OpenAIProvider:
         usage: Usage | None = None
         served: str | None = None
         finish: str | None = None
-        parts: list[str] = []
         try:
             stream = await self._client.chat.completions.create(**kw)
             async for chunk in stream:
@@ -128,12 +127,10 @@ class OpenAIProvider:
                     delta = choice.delta.content or ""
                     finish = choice.finish_reason or finish
                     if delta:
-                        parts.append(delta)
                         yield StreamChunk(delta=delta)
         except (openai.OpenAIError, ValueError) as exc:
             raise _translate(exc, self.name) from None
-        if usage is None:  # servers that ignore include_usage: count what we received
-            usage = Usage(output_tokens=count_text("".join(parts)))
+        # A server that ignores include_usage sends none: the runtime estimates it and marks the record.
         yield StreamChunk(usage=usage, served_model=served, finish_reason=finish)
 
     async def embed(self, model: ModelSpec, texts: list[str]) -> Embeddings:

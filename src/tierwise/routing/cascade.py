@@ -188,7 +188,9 @@ class SampleAgreement:
 
     async def confidence(self, task: Task, answers: Sequence[tuple[str, str]], call: CallFn) -> float:
         model, text = answers[-1]
-        again = await call(replace(task, model=model, tier=None, tier_hint=None, temperature=self.temperature))
+        again = await call(
+            replace(task, model=model, tier=None, tier_hint=None, temperature=self.temperature)
+        )
         return answer_agreement(normalize_answer(text), normalize_answer(again))
 
 
@@ -324,7 +326,9 @@ class CascadeRouter:
         first, rest = specs[0], [s.id for s in specs[1:]]
         reason = f"cascade: cheapest first: {first.id}"
         if rest:
-            reason += f"; escalates to {' → '.join(rest)} when {self.validator.name} confidence < {self.tau:.2f}"
+            reason += (
+                f"; escalates to {' → '.join(rest)} when {self.validator.name} confidence < {self.tau:.2f}"
+            )
         if skipped:
             reason += "; skipped " + "; ".join(skipped)
         return Decision(

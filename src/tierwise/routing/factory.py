@@ -16,8 +16,6 @@ if TYPE_CHECKING:
     from tierwise.config import Config
     from tierwise.routing.learned import LearnedRouter
 
-ROUTERS = ("policy", "learned", "nano", "cascade")
-
 
 def build_policy(config: Config, inferrer: KindInferrer | None = None) -> PolicyRouter:
     r = config.routing
@@ -57,10 +55,12 @@ def build_router(config: Config, inferrer: KindInferrer | None = None) -> Router
             from tierwise.routing.kinds import local_embed
 
             inferrer = KindInferrer(local_embed)
-        return NanoRouter(config.catalog, config.tiers, nano_model=config.routing.nano_model, inferrer=inferrer)
+        return NanoRouter(
+            config.catalog, config.tiers, nano_model=config.routing.nano_model, inferrer=inferrer
+        )
     if name == "cascade":
         return _cascade(config, policy)
-    raise ConfigError(f"{config.source}: routing.router = {name!r} is not one of {', '.join(ROUTERS)}")
+    raise ConfigError(f"{config.source}: routing.router = {name!r} is not a router")
 
 
 def _learned(config: Config, policy: PolicyRouter) -> LearnedRouter:
@@ -102,6 +102,4 @@ def _cascade(config: Config, policy: PolicyRouter) -> Router:
             learned = _learned(config, policy)
             checks.append(LearnedConfidence(learned.predicted_quality))
     check: AnswerCheck = checks[0] if len(checks) == 1 else AllOf(tuple(checks))
-    return CascadeRouter(
-        config.catalog, chain, check, tau=c.tau, fits=policy.problems, pinned=policy.decide
-    )
+    return CascadeRouter(config.catalog, chain, check, tau=c.tau, fits=policy.problems, pinned=policy.decide)

@@ -356,7 +356,13 @@ class LearnedRouter:
     calls_model = False
 
     async def route(self, task: Task, call: CallFn | None = None) -> Decision:
-        return self.decide(task, self.model.features([task.text], cache=False)[0])
+        return self.decide(task)
+
+    def decide(self, task: Task, vector: np.ndarray | None = None) -> Decision:
+        """The decision; pass the task's embedding when it is known (the part that stays under 1 ms)."""
+        if vector is None:
+            vector = self.model.features([task.text], cache=False)[0]
+        return self._decide(task, vector)
 
     def predicted_quality(self, text: str, model_id: str) -> float:
         """The predicted quality of catalog model ``model_id`` on ``text`` (0 for a model not trained on):
@@ -366,8 +372,7 @@ class LearnedRouter:
                 return float(self.model.predict(self.model.features([text], cache=False)[0])[0][j])
         return 0.0
 
-    def decide(self, task: Task, vector: np.ndarray) -> Decision:
-        """The decision once the task's embedding is known (the part that must stay well under 1 ms)."""
+    def _decide(self, task: Task, vector: np.ndarray) -> Decision:
         plain = task.model is None and task.tier is None and not task.requires and not task.tools
         plain = plain and task.output_schema is None and task.json_schema is None
         cols = self._all if plain else np.array(self._eligible(task), dtype=np.int64)

@@ -193,7 +193,9 @@ class PolicyRouter:
         if len(text) + out > candidate.context_window:
             tokens = count_text(text)
             if tokens + out > candidate.context_window:
-                found.append(f"~{tokens} input tokens do not fit {candidate.id}'s {candidate.context_window} window")
+                found.append(
+                    f"~{tokens} input tokens do not fit {candidate.id}'s {candidate.context_window} window"
+                )
         return found
 
     def _fit(self, task: Task, spec: ModelSpec, tier: Tier, reasons: list[str]) -> tuple[ModelSpec, Tier]:

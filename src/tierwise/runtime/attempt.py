@@ -198,6 +198,7 @@ class LiveStream:
         self.completion: Completion | None = None
         self.cost: float | None = None
         self.estimated = False
+        self.served: str | None = None
 
     async def deltas(self) -> AsyncIterator[str]:
         final: StreamChunk | None = None
@@ -211,6 +212,7 @@ class LiveStream:
                 if chunk.usage is not None:
                     final = chunk
                 finish = chunk.finish_reason or finish
+                self.served = chunk.served_model or self.served
                 chunk = await anext(self._chunks, None)
         except ProviderError as exc:
             self._a._failed(self.leg, self._reservation, exc, self.n, self._started)
@@ -241,7 +243,7 @@ class LiveStream:
         self.completion = Completion(
             text=text,
             usage=usage,
-            served_model=final.served_model if final else None,
+            served_model=self.served,
             latency_s=time.perf_counter() - self._started,
             finish_reason=finish,
         )

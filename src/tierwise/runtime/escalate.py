@@ -46,7 +46,9 @@ class Outcome:
 
 
 class Escalate:
-    def __init__(self, fallback: Fallback, recorder: Recorder, catalog: Catalog, repair_attempts: int) -> None:
+    def __init__(
+        self, fallback: Fallback, recorder: Recorder, catalog: Catalog, repair_attempts: int
+    ) -> None:
         self.fallback, self.recorder, self.catalog = fallback, recorder, catalog
         self.repair_attempts = repair_attempts
 
@@ -107,15 +109,15 @@ class Escalate:
                         )
                     )  # fmt: skip
                     notes.append(f"{why} on {leg.spec.id}; escalated to {up.id}")
-                    leg = replace(self._move(leg, up, f"cascade: {why}, escalated to {up.id}"), messages=task.messages())
+                    leg = replace(
+                        self._move(leg, up, f"cascade: {why}, escalated to {up.id}"), messages=task.messages()
+                    )
                     repairs = 0
                     continue
             meta: dict[str, Any] = {"escalations": len(notes)}
             if out.confidence is not None:
                 meta["confidence"] = round(out.confidence, 4)
-            self.recorder.record(
-                leg.event("ok", completion=completion, cost=cost, attempt=n, metadata=meta)
-            )
+            self.recorder.record(leg.event("ok", completion=completion, cost=cost, attempt=n, metadata=meta))
             out.output, out.notes = output, notes
             return out
 

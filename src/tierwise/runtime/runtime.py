@@ -126,7 +126,9 @@ class Runtime:
             )  # fmt: skip
             t = replace(t, step_id=t.step_id or parent.step_id, metadata={**t.metadata, "routing": True})
             leg = Leg(t, d, spec, scope, t.messages(), t.schema(), operation="route")
-            (completion, cost), leg, n = await self.fallback.run(leg, self.attempt.complete, [], tier_up=False)
+            (completion, cost), leg, n = await self.fallback.run(
+                leg, self.attempt.complete, [], tier_up=False
+            )
             self.recorder.record(leg.event("ok", completion=completion, cost=cost, attempt=n))
             return completion.text
 
@@ -264,7 +266,9 @@ class Runtime:
         try:
             verdict = validate(completion.text, model=JudgeVerdict)
         except OutputInvalid as bad:
-            self.recorder.record(leg.event("invalid_output", completion=completion, cost=cost, error=bad.detail))
+            self.recorder.record(
+                leg.event("invalid_output", completion=completion, cost=cost, error=bad.detail)
+            )
             return {}
         self.recorder.record(leg.event("ok", completion=completion, cost=cost))
         routed_score, large_score = verdict.scores(flip=flip)
@@ -301,7 +305,9 @@ class Stream:
             rt.recorder.record(
                 leg.event("ok", completion=live.completion, cost=live.cost, attempt=n, metadata=meta)
             )
-            out = Outcome(live.completion, live.completion.text, leg, live.completion.usage, live.cost, n, notes)
+            out = Outcome(
+                live.completion, live.completion.text, leg, live.completion.usage, live.cost, n, notes
+            )
             self.result = rt._result(out, scope)
             return
 

@@ -43,9 +43,7 @@ class StepSink(Protocol):
 class FanOut:
     """Concurrent model calls of one run: per tier (by each call's routed tier) and in total."""
 
-    per_tier: Mapping[Tier, int] = field(
-        default_factory=lambda: {Tier.LARGE: 4, Tier.MINI: 8, Tier.NANO: 50}
-    )
+    per_tier: Mapping[Tier, int] = field(default_factory=lambda: {Tier.LARGE: 4, Tier.MINI: 8, Tier.NANO: 50})
     in_flight: int = 64
 
     def __post_init__(self) -> None:
@@ -75,7 +73,9 @@ class Scope:
 
     def _rt(self) -> Runtime:
         if self.runtime is None:
-            raise InputError("this scope has no runtime: open one with `async with session.run(...) as scope`")
+            raise InputError(
+                "this scope has no runtime: open one with `async with session.run(...) as scope`"
+            )
         return self.runtime
 
     def task(
@@ -204,7 +204,9 @@ class Scope:
 
     def _sink(self) -> StepSink:
         if self.steps is None:
-            raise InputError("this scope records no steps: open it with `async with session.run(...) as scope`")
+            raise InputError(
+                "this scope records no steps: open it with `async with session.run(...) as scope`"
+            )
         return self.steps
 
 
