@@ -9,16 +9,16 @@ import pytest
 
 from tests.conftest import chaos_config
 from tierwise import Session
-from tierwise.evaluation.swap import SwapOutcome, paired_bootstrap_ci, swap_experiment
-from tierwise.testing import ChaosServer
 from tierwise.core import Layer, Tier
+from tierwise.evaluation.swap import SwapOutcome, paired_bootstrap_ci, swap_experiment
+from tierwise.runtime import Scope
+from tierwise.testing import ChaosServer
 
 
-async def two_layer_system(session: Session, case: str) -> SwapOutcome:
+async def two_layer_system(scope: Scope, case: str) -> SwapOutcome:
     """A toy system: a planning call, then an execution call; its validator checks the plan."""
-    async with session.run("system:toy", case) as run:
-        plan = await session.call(f"plan for {case}", kind="plan", run=run)
-        await session.call(f"label {case}", kind="classify", run=run)
+    plan = await scope.call(f"plan for {case}", kind="plan")
+    await scope.call(f"label {case}", kind="classify")
     return SwapOutcome(output=plan.text, quality=1.0 if plan.text == "good plan" else 0.0)
 
 
@@ -47,7 +47,9 @@ async def test_planning_moved_to_mini_costs_less_and_loses_quality_on_hard_input
 ) -> None:
     inputs = ["easy 1", "easy 2", "hard 1", "hard 2"]
     async with Session(toml) as s:
-        report = await swap_experiment(s, two_layer_system, inputs, layer=Layer.PLANNING, to_tier=Tier.MINI)
+        report = await swap_experiment(
+            s.run, two_layer_system, inputs, layer=Layer.PLANNING, to_tier=Tier.MINI
+        )
     data = report.to_dict()
     assert data["n"] == 4 and data["quality_source"] == "validator"
     assert data["baseline"]["quality"] == 1.0 and data["swapped"]["quality"] == 0.5
@@ -64,12 +66,14 @@ async def test_planning_moved_to_mini_costs_less_and_loses_quality_on_hard_input
 async def test_judge_scores_both_arms_when_the_system_has_no_validator(
     toml: Path, chaos_server: ChaosServer
 ) -> None:
-    async def no_validator(session: Session, case: str) -> SwapOutcome:
-        out = await two_layer_system(session, case)
+    async def no_validator(scope: Scope, case: str) -> SwapOutcome:
+        out = await two_layer_system(scope, case)
         return SwapOutcome(out.output)
 
     async with Session(toml) as s:
-        report = await swap_experiment(s, no_validator, ["hard 1"], layer=Layer.PLANNING, to_tier=Tier.MINI)
+        report = await swap_experiment(
+            s.run, no_validator, ["hard 1"], layer=Layer.PLANNING, to_tier=Tier.MINI
+        )
     data = report.to_dict()
     assert data["quality_source"] == "judge" and data["judge_cost_usd"] > 0
     assert data["n_scored"] == 1  # the chaos server's default JSON is a valid JudgeScore
@@ -86,4 +90,4 @@ async def test_empty_inputs_are_refused(toml: Path) -> None:
 
     async with Session(toml) as s:
         with pytest.raises(InputError, match="at least one input"):
-            await swap_experiment(s, two_layer_system, [], layer=Layer.PLANNING, to_tier=Tier.MINI)
+            await swap_experiment(s.run, two_layer_system, [], layer=Layer.PLANNING, to_tier=Tier.MINI)

@@ -76,7 +76,8 @@ def route(
     kind: Annotated[str | None, typer.Option(help="task kind; inferred from the text when omitted")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Decide which tier and model would run TEXT, and why (no model call is made)."""
+    """Decide which tier and model would run TEXT, and why. No answer is generated; a router that reads
+    the task with a model (nano, a cascade's judge) says so and makes that routing call."""
     from tierwise.session import Session  # the ledger (SQLAlchemy) and providers: only when a command runs
 
     text = _text(text)
@@ -84,17 +85,20 @@ def route(
         guarded(lambda: parse_kind(kind))
     config = guarded(load_config)
 
-    async def go() -> Any:
+    async def go() -> tuple[Any, bool]:
         async with Session(config) as s:
-            return await s.route(text, kind=kind)
+            return await s.route(text, kind=kind), s.router_calls_model
 
-    decision = run_async(go)
-    data = decision.to_dict()
+    decision, calls_model = run_async(go)
+    data = {**decision.to_dict(), "router_calls_model": calls_model}
     if as_json:
         print_json(data)
         return
     console.print(f"[bold]{data['tier']}[/] → {data['model']}  (kind {data['kind']})")
     console.print(f"[dim]{data['reason']}[/]")
+    if calls_model:
+        n = data.get("routing_calls", 0)
+        console.print(f"[dim]the {data['router']} router decides with a model: {n} routing call(s) made[/]")
 
 
 @app.command()

@@ -8,7 +8,6 @@ hands the router a metered ``call`` for routers that need a model.
 
 from __future__ import annotations
 
-import contextvars
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 
@@ -29,16 +28,9 @@ from tierwise.runtime.scope import Scope
 from tierwise.runtime.shadow import JudgeVerdict, ShadowSampler, agreement, judge_messages
 from tierwise.runtime.validation import OutputInvalid, validate
 
-__all__ = ["EMBED_MODEL", "LAYER_TIERS", "CallEvent", "CallSink", "RetryPolicy", "Runtime", "Stream"]
+__all__ = ["EMBED_MODEL", "CallEvent", "CallSink", "RetryPolicy", "Runtime", "Stream"]
 
 EMBED_MODEL = "local/e5-small"
-
-# Layer-swap overrides for everything called in this context (a system opens runs of its own, so the
-# experiment sets them here rather than on one scope). A scope's own ``layer_tiers`` take precedence.
-LAYER_TIERS: contextvars.ContextVar[dict[Layer, Tier] | None] = contextvars.ContextVar(
-    "tierwise_layer_tiers", default=None
-)
-
 
 class Runtime:
     def __init__(
@@ -76,7 +68,7 @@ class Runtime:
         """The routing decision, after inferring a missing kind (once, a metered nano embedding call)."""
         task = await self._with_kind(task, scope)
         swapped = None
-        layers = scope.layer_tiers or LAYER_TIERS.get()
+        layers = scope.layer_tiers  # the layer-swap experiment's arm
         if layers and task.kind is not None and task.model is None:
             swapped = layers.get(layer_of(task.kind))
             if swapped is not None:
