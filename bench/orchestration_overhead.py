@@ -20,9 +20,10 @@ from typing import Annotated, Any, TypedDict
 import openai
 
 from tierwise import Session
-from tierwise.orchestration import ExecLimits, Executor, Plan, Step
-from tierwise.testing import ChaosServer
 from tierwise.core import TaskKind, Tier
+from tierwise.orchestration import ExecLimits, Executor, Plan, Step
+from tierwise.runtime import FanOut
+from tierwise.testing import ChaosServer
 
 CONFIG = """
 [ledger]
@@ -77,20 +78,15 @@ def _pct(values: list[float], q: float) -> float:
 async def bench_tierwise(url: str, n: int, c: int, tmp: Path) -> tuple[float, list[float]]:
     toml = tmp / "tierwise.toml"
     toml.write_text(CONFIG.format(db=tmp / "ledger.db", url=url))
-    plan = Plan(
-        steps=[
-            Step(id=f"s{i}", kind=TaskKind.CLASSIFY, tier=Tier.NANO, instruction=_prompt(i)) for i in range(n)
-        ]
-    )
-    tiers = {s.id: Tier.NANO for s in plan.steps}
+    plan = Plan(steps=[Step(id=f"s{i}", kind=TaskKind.CLASSIFY, instruction=_prompt(i)) for i in range(n)])
     limits = ExecLimits(per_tier={Tier.NANO: c, Tier.MINI: c, Tier.LARGE: c}, in_flight=c)
+    fan_out = FanOut(per_tier=limits.per_tier, in_flight=limits.in_flight)
     async with Session(toml, budget_usd=100.0) as s:
-        assert s.runtime is not None and s.ledger is not None
-        async with s.run("bench", "overhead warmup") as run:  # connections and imports warm
-            warm = Plan(steps=plan.steps[:c])
-            await Executor(s.runtime, run, s.ledger, warm, tiers=tiers, limits=limits).execute()
-        async with s.run("bench", "orchestration overhead", budget_usd=100.0) as run:
-            ex = Executor(s.runtime, run, s.ledger, plan, tiers=tiers, goal="", limits=limits)
+        assert s.ledger is not None
+        async with s.run("bench", "overhead warmup", fan_out=fan_out) as run:  # connections, imports warm
+            await Executor(run, Plan(steps=plan.steps[:c]), limits=limits).execute()
+        async with s.run("bench", "orchestration overhead", budget_usd=100.0, fan_out=fan_out) as run:
+            ex = Executor(run, plan, goal="", limits=limits)  # every step routed by the policy (→ nano)
             start = time.perf_counter()
             await ex.execute()
             wall = time.perf_counter() - start

@@ -2,9 +2,11 @@
 
     python -m bench.router_overhead
 
-Prints p50/p99 of 10,000 policy decisions (kind given), of one nano call through the openai SDK to a
-loopback OpenAI-compatible server (our chaos server, no added latency: the cheapest possible nano call),
-and of kind inference (an e5 embedding + nearest kind description), with their ratios.
+Prints p50/p99 of 10,000 policy decisions (kind given), synchronous and through the async router
+protocol; of one nano call through the openai SDK to a loopback OpenAI-compatible server (our chaos
+server, no added latency: the cheapest possible nano call); of a live cascade decision and a live nano
+router decision through a Session (the nano router's decision is itself a nano call, metered and
+recorded); and of kind inference (an e5 embedding + nearest kind description), with their ratios.
 """
 
 from __future__ import annotations
@@ -12,15 +14,16 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 
 import openai
 
 from tierwise.config import Config
+from tierwise.core import Stakes, TaskKind
 from tierwise.routing import PolicyRouter, Task
 from tierwise.testing import ChaosServer
-from tierwise.core import Stakes, TaskKind
 
 N_DECISIONS = 10_000
 N_CALLS = 300
@@ -57,9 +60,80 @@ def bench_decisions() -> list[float]:
         for i in range(N_DECISIONS)
     ]
     for t in tasks[:500]:  # warm-up
-        router.route(t)
+        router.decide(t)
     it = iter(tasks)
-    return _time_each(lambda: router.route(next(it)), N_DECISIONS)
+    return _time_each(lambda: router.decide(next(it)), N_DECISIONS)
+
+
+async def bench_async_decisions() -> list[float]:
+    """The same decisions through ``await router.route(task, call)``: the protocol's own overhead."""
+    cfg = Config.from_dict({})
+    router = PolicyRouter(cfg.catalog, cfg.tiers)
+    kinds = list(TaskKind)
+    tasks = [Task(f"ticket {i}: my card was stolen", kind=kinds[i % len(kinds)]) for i in range(N_DECISIONS)]
+
+    async def no_call(task: Task) -> str:
+        raise AssertionError("the policy never calls a model")
+
+    out = []
+    for t in tasks:
+        t0 = time.perf_counter_ns()
+        await router.route(t, no_call)
+        out.append((time.perf_counter_ns() - t0) / 1e6)
+    return out[500:]
+
+
+LIVE_TOML = """
+[ledger]
+url = "sqlite:///{db}"
+[providers.chaos]
+kind = "openai"
+base_url = "{url}"
+[[models]]
+id = "chaos/large"
+provider = "chaos"
+name = "large-model"
+tier = "large"
+input_per_mtok = 2.5
+output_per_mtok = 15
+[[models]]
+id = "chaos/mini"
+provider = "chaos"
+name = "mini-model"
+tier = "mini"
+input_per_mtok = 0.75
+output_per_mtok = 4.5
+[[models]]
+id = "chaos/nano"
+provider = "chaos"
+name = "nano-model"
+tier = "nano"
+input_per_mtok = 0.2
+output_per_mtok = 1.25
+[tiers]
+large = "chaos/large"
+mini = "chaos/mini"
+nano = "chaos/nano"
+[routing]
+router = "{router}"
+"""
+
+
+async def bench_live_decisions(base_url: str, router: str, tmp: str) -> list[float]:
+    """``Session.route`` with a live router, inside one run (kind given, so no e5 inference)."""
+    from tierwise import Session
+
+    toml = f"{tmp}/{router}.toml"
+    with open(toml, "w") as f:
+        f.write(LIVE_TOML.format(db=f"{tmp}/{router}.db", url=base_url, router=router))
+    out = []
+    async with Session(toml) as s, s.run("bench", f"{router} decisions") as scope:
+        for i in range(N_CALLS + 20):
+            t0 = time.perf_counter_ns()
+            await scope.route(f"Label ticket {i}: refund not received", kind="classify")
+            if i >= 20:
+                out.append((time.perf_counter_ns() - t0) / 1e6)
+    return out
 
 
 async def bench_nano_calls(base_url: str) -> list[float]:
@@ -95,10 +169,22 @@ def bench_inference() -> list[float] | None:
 
 def main() -> None:
     decisions = bench_decisions()
-    with ChaosServer(in_process=False) as server:
+    async_decisions = asyncio.run(bench_async_decisions())
+    with ChaosServer(in_process=False) as server, tempfile.TemporaryDirectory() as tmp:
+        server.set_script(
+            {"rules": [{"reply": {"json": {"kind": "classify", "tier": "nano", "reason": "label"}}}]}
+        )
         calls = asyncio.run(bench_nano_calls(server.base_url))
+        cascade = asyncio.run(bench_live_decisions(server.base_url, "cascade", tmp))
+        nano = asyncio.run(bench_live_decisions(server.base_url, "nano", tmp))
     inference = bench_inference()
-    rows = [("policy decision (kind given)", decisions), ("nano call, loopback, 0 ms server latency", calls)]
+    rows = [
+        ("policy decision (kind given)", decisions),
+        ("policy decision, async router protocol", async_decisions),
+        ("nano call, loopback, 0 ms server latency", calls),
+        ("cascade decision, live (Session.route)", cascade),
+        ("nano-router decision, live (1 nano call)", nano),
+    ]
     if inference is not None:
         rows.append(("kind inference (e5 embedding + nearest kind)", inference))
     print(f"{'measurement':<48} {'n':>6} {'p50 ms':>10} {'p99 ms':>10} {'mean ms':>10}")
@@ -109,6 +195,9 @@ def main() -> None:
     print()
     print(f"decision p99 / nano call p50 (loopback, no latency)  = {d99 / c50:.5f}")
     print(f"decision p99 / typical 200 ms nano call             = {d99 / 200:.6f}")
+    print(f"async policy decision p99 / nano call p50           = {_pct(async_decisions, 0.99) / c50:.5f}")
+    print(f"cascade decision p50 / nano call p50                = {_pct(cascade, 0.5) / c50:.3f}")
+    print(f"nano-router decision p50 / nano call p50            = {_pct(nano, 0.5) / c50:.3f}")
     if inference is not None:
         print(f"kind inference p50 / nano call p50 (loopback)       = {_pct(inference, 0.5) / c50:.3f}")
     verdict = "met" if d99 < 1.0 else "NOT met"

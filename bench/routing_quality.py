@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tierwise.core import Task
 from tierwise.evaluation.baselines import CascadeReplay, LearnedReplay, ReplayRouter, TfidfKnnReplay
 from tierwise.evaluation.datasets import load_outcomes, mmlu_files, routerbench_files
 from tierwise.evaluation.metrics import apgr, cpt, oracle_strong_score, random_strong_score, routellm_curve
 from tierwise.evaluation.replay import ReplayResult, replay
-from tierwise.core import Task
 
 TARGET_APGR = 0.603
 TARGET_ARC_PCT = 98.0
@@ -101,11 +101,11 @@ def run_mmlu(folds: int, embedder: str, seed: int) -> MmluScores:
 
 def latency(embedder: str) -> dict[str, float]:
     """p50/p99 of the learned router's decision once the embedding is known, and embedding time per text."""
+    from tierwise.core import Tier
     from tierwise.models.catalog import Catalog
     from tierwise.models.spec import ModelSpec
     from tierwise.routing.features import get_embedder
     from tierwise.routing.learned import LearnedModel, LearnedRouter
-    from tierwise.core import Tier
 
     data = load_outcomes([routerbench_files()[0]])
     model = LearnedModel.fit(data, embedder=embedder)

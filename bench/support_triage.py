@@ -2,7 +2,7 @@
 
 Banking77: a stratified 80/20 split of train.csv (seed 0). CLINC150: fit on `train`, test on `val` with
 `oos_val` as out-of-scope (the classifier sees in-scope examples only). Embeddings go through a real
-Session (metered e5 calls into a temporary ledger), as in `tierwise run support-triage`.
+run's Scope (metered e5 calls into a temporary ledger), as in `tierwise run support-triage`.
 
     python -m bench.support_triage [--per-class N] [--no-cache]
 """
@@ -22,7 +22,7 @@ import numpy as np
 
 from tierwise import Session
 from tierwise.config import Config
-from tierwise.systems.intents import OUT_OF_SCOPE, Embed, load_or_fit
+from tierwise.systems.support_triage.intents import OUT_OF_SCOPE, Embed, load_or_fit
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "intents"
 
@@ -68,10 +68,10 @@ async def _measure(
     s: Session, name: str, split: tuple[list[str], ...], cache: bool
 ) -> dict[str, float | str]:
     fit_x, fit_y, test_x, test_y = split
-    async with s.run("bench:support-triage", name) as run:
+    async with s.run("bench:support-triage", name) as scope:
 
         async def embed(texts: list[str]) -> np.ndarray:
-            return np.asarray((await s.embed(texts, run=run)).vectors, dtype=np.float32)
+            return np.asarray((await scope.embed(texts)).vectors, dtype=np.float32)
 
         e: Embed = embed
         t0 = time.perf_counter()

@@ -1,7 +1,7 @@
 import pytest
 
-from tierwise.errors import InputError
 from tierwise.core import Stakes, TaskKind, Tier, default_tier, parse_kind, parse_tier
+from tierwise.errors import InputError
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,8 @@
 import pytest
 
+from tierwise.core import Tier, Usage
 from tierwise.errors import InputError
 from tierwise.models import Catalog, ModelSpec, load_builtin
-from tierwise.core import Usage
-from tierwise.core import Tier
 
 
 def test_builtin_prices_match_the_published_ones() -> None:

@@ -60,7 +60,9 @@ async def test_learned_router_decides_every_orchestration_call(
         }
     )
     mapping = ", ".join(f'"{k}" = "{v}"' for k, v in TRAINED.items())
-    extra = f'[routing]\nrouter = "learned"\nlearned_model = "{router_file}"\nlearned_mapping = {{ {mapping} }}\n'
+    extra = (
+        f'[routing]\nrouter = "learned"\nlearned_model = "{router_file}"\nlearned_mapping = {{ {mapping} }}\n'
+    )
     toml = tmp_path / "tierwise.toml"
     toml.write_text(chaos_config(chaos_server.base_url, f"sqlite:///{tmp_path}/ledger.db", extra))
     async with Session(toml) as s:

@@ -17,8 +17,13 @@ def test_cascade_starts_on_the_cheapest_tier() -> None:
     cfg = Config.from_dict({"tiers": TIERS, "routing": {"router": "cascade"}})
     router = build_router(cfg, None)
     assert router.name == "cascade"
-    d = router.decide(Task("plan the migration", kind=TaskKind.PLAN))
-    assert d.tier is Tier.NANO and "cheapest" in d.reason
+    d = router.decide(Task("pull the order number", kind=TaskKind.EXTRACT))
+    assert d.tier is Tier.NANO and "cheapest" in d.reason and d.escalation is not None
+    # Planning, ambiguous input and high stakes start where the policy puts them, not on nano.
+    plan = router.decide(Task("plan the migration", kind=TaskKind.PLAN))
+    assert plan.tier is Tier.LARGE and "starts on large" in plan.reason and plan.escalation is None
+    risky = router.decide(Task("pull the order number", kind=TaskKind.EXTRACT, ambiguity=0.9))
+    assert risky.tier is Tier.LARGE
 
 
 def test_unknown_router_and_missing_learned_model_fail_clearly() -> None:

@@ -13,7 +13,14 @@ from tests.conftest import chaos_config, tw
 from tierwise import InputError, Session
 from tierwise.ledger import Ledger
 from tierwise.systems import coding_assistant
-from tierwise.systems.coding_assistant import Synthesis, clean_diff, git_apply_check, split_reply
+from tierwise.systems.coding_assistant import (
+    CodingResult,
+    Mode,
+    Synthesis,
+    clean_diff,
+    git_apply_check,
+    split_reply,
+)
 from tierwise.testing import ChaosServer
 
 REQUEST = "Fix the bug in add so it returns the sum"
@@ -53,6 +60,14 @@ def make_repo(root: Path) -> Path:
     return repo
 
 
+async def run(s: Session, repo: Path, request: str, *, mode: Mode | None = None) -> CodingResult:
+    """What the CLI does: check the input, open the assistant's run, run the assistant inside it."""
+    ws = coding_assistant.check_inputs(repo, request)
+    label, meta = coding_assistant.run_label(request), coding_assistant.run_metadata(ws, mode)
+    async with s.run(coding_assistant.SYSTEM, label, metadata=meta) as scope:
+        return await coding_assistant.run(scope, ws, request, mode=mode)
+
+
 def reply(answer: str, diff: str = "") -> str:
     """large's Markdown reply: the answer, then the diff in a fenced block."""
     return f"{answer}\n\n```diff\n{diff}```\n" if diff else answer
@@ -79,7 +94,7 @@ async def test_tiers_per_stage_and_a_checked_diff(
     repo = make_repo(tmp_path)
     chaos_server.set_script(script(reply("add subtracted.", GOOD_DIFF)))
     async with Session(chaos_toml) as s:
-        result = await coding_assistant.run(s, repo, REQUEST)
+        result = await run(s, repo, REQUEST)
     d = result.to_dict()
     assert d["mode"] == "diff" and d["diff_applies"] is True and d["diff"] == GOOD_DIFF
     assert d["files"][0]["path"] == "calc.py"
@@ -92,13 +107,48 @@ async def test_tiers_per_stage_and_a_checked_diff(
     assert {c.tier for c in calls if (c.step_id or "").startswith("inspect:")} == {"mini"}
     assert {c.step_id for c in calls if c.tier == "mini"} == {f"inspect:{f['path']}" for f in d["files"]}
     assert ledger.get_run(result.run_id).kind == "system:coding-assistant"
-    assert {"plan", "search", "inspect:calc.py", "synthesize"} <= {
-        st.step_id for st in ledger.steps(result.run_id)
-    }
+    steps = {st.step_id: st.tier for st in ledger.steps(result.run_id)}
+    assert {"plan", "search", "inspect:calc.py", "synthesize"} <= set(steps)
+    # step records take their tier from the calls' decisions; code search makes no call, so has none
+    assert steps["plan"] == "large" and steps["synthesize"] == "large" and steps["search"] is None
+    assert {t for sid, t in steps.items() if sid.startswith("inspect:")} == {"mini"}
     ledger.close()
     assert (
         (repo / "calc.py").read_text().startswith("def add(a, b):\n    return a - b")
     )  # checked, not applied
+
+
+async def test_default_policy_tiers_from_the_ledger(
+    chaos_toml: Path, chaos_server: ChaosServer, tmp_path: Path
+) -> None:
+    """No stage pins a tier: with the default policy the router puts each stage where it was before."""
+    repo = make_repo(tmp_path)
+    bad = reply("fixed", BAD_DIFF)
+    chaos_server.set_script(script(bad, repair=reply("y", GOOD_DIFF)))  # every stage, the repair too
+    async with Session(chaos_toml) as s:
+        result = await run(s, repo, REQUEST)
+    assert result.diff == GOOD_DIFF
+    with Ledger(f"sqlite:///{tmp_path}/ledger.db") as ledger:
+        calls = ledger.calls(result.run_id)
+    stages: dict[str, set[tuple[str, str]]] = {}
+    reasons: dict[str, list[str]] = {}
+    for c in calls:
+        stage = (c.step_id or "").split(":")[0]
+        stages.setdefault(stage, set()).add((c.tier, c.task_kind))
+        reasons.setdefault(stage, []).append(c.reason)
+    assert stages == {
+        "plan": {("large", "plan")},
+        "inspect": {("mini", "review_file")},
+        "synthesize": {("large", "synthesis")},
+        "repair-diff": {("large", "synthesis")},
+    }
+    assert all("kind plan → large (default)" in r for r in reasons["plan"])
+    assert all("kind review_file → mini (default)" in r for r in reasons["inspect"])
+    # the synthesis is large because it declares high stakes, not because it pins the tier
+    assert all(
+        "synthesis at high stakes → large" in r for r in reasons["synthesize"] + reasons["repair-diff"]
+    )
+    assert not any("pinned" in r for rs in reasons.values() for r in rs)
 
 
 async def test_invalid_diff_gets_one_repair_then_is_not_shown(
@@ -108,7 +158,7 @@ async def test_invalid_diff_gets_one_repair_then_is_not_shown(
     bad = reply("fixed", BAD_DIFF)
     chaos_server.set_script(script(bad, repair=bad))
     async with Session(chaos_toml) as s:
-        d = (await coding_assistant.run(s, repo, REQUEST)).to_dict()
+        d = (await run(s, repo, REQUEST)).to_dict()
     assert d["diff"] is None and d["diff_applies"] is False
     assert d["rejected_diff"] == BAD_DIFF and "patch does not apply" in d["diff_error"]
     large = [r for r in chaos_server.requests("/v1/chat/completions") if r["model"] == "large-model"]
@@ -122,7 +172,7 @@ async def test_repair_round_can_fix_the_diff(
     repo = make_repo(tmp_path)
     chaos_server.set_script(script(reply("x", BAD_DIFF), repair=reply("y", GOOD_DIFF)))
     async with Session(chaos_toml) as s:
-        d = (await coding_assistant.run(s, repo, REQUEST)).to_dict()
+        d = (await run(s, repo, REQUEST)).to_dict()
     assert d["diff"] == GOOD_DIFF and d["answer"] == "y" and "repair-diff" in d["cost_per_step"]
 
 
@@ -132,7 +182,7 @@ async def test_file_content_is_data_not_instructions(
     repo = make_repo(tmp_path)
     chaos_server.set_script(script(reply("a", GOOD_DIFF)))
     async with Session(chaos_toml) as s:
-        await coding_assistant.run(s, repo, REQUEST)
+        await run(s, repo, REQUEST)
     seen = 0
     for req in chaos_server.requests("/v1/chat/completions"):
         for m in req["body"]["messages"]:
@@ -148,7 +198,7 @@ async def test_answer_mode_needs_no_diff(chaos_toml: Path, chaos_server: ChaosSe
     repo = make_repo(tmp_path)
     chaos_server.set_script(script("add is in calc.py", plan={**PLAN, "mode": "answer"}))
     async with Session(chaos_toml) as s:
-        d = (await coding_assistant.run(s, repo, "Where is add defined?")).to_dict()
+        d = (await run(s, repo, "Where is add defined?")).to_dict()
     assert d["mode"] == "answer" and d["diff_applies"] is None and d["answer"] == "add is in calc.py"
 
 
@@ -171,11 +221,11 @@ async def test_bad_inputs_are_input_errors(chaos_toml: Path, tmp_path: Path) -> 
     plain.mkdir()
     async with Session(chaos_toml) as s:
         with pytest.raises(InputError, match="does not exist"):
-            await coding_assistant.run(s, tmp_path / "missing", REQUEST)
+            await run(s, tmp_path / "missing", REQUEST)
         with pytest.raises(InputError, match="not a git repository"):
-            await coding_assistant.run(s, plain, REQUEST)
+            await run(s, plain, REQUEST)
         with pytest.raises(InputError, match="request is empty"):
-            await coding_assistant.run(s, make_repo(tmp_path), " ")
+            await run(s, make_repo(tmp_path), " ")
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -19,6 +19,9 @@ from tierwise.config import Config
 from tierwise.ledger import Ledger
 from tierwise.testing import ChaosServer
 from tierwise.tools.browser import chromium_path
+
+if TYPE_CHECKING:
+    from tierwise.systems.computer_use import ComputerUseResult
 
 pytest.importorskip("playwright", reason="the computer-use agent needs Playwright (the [browser] extra)")
 pytestmark = pytest.mark.skipif(
@@ -60,6 +63,20 @@ def script(*actions: dict[str, Any], outcome: str = "progress") -> dict[str, Any
     }
 
 
+async def drive(toml: Path, url: str, goal: str = GOAL, **options: Any) -> ComputerUseResult:
+    """One run as the CLI opens it: inputs checked, then the run, then the agent inside it."""
+    from tierwise.systems import computer_use
+
+    max_steps = options.get("max_steps", 10)
+    allowlist = computer_use.check_inputs(url, goal, max_steps, options.get("allow_hosts", ()))
+    meta = computer_use.run_metadata(url, max_steps, allowlist)
+    async with (
+        Session(toml) as s,
+        s.run(computer_use.SYSTEM, computer_use.run_label(goal), metadata=meta) as sc,
+    ):
+        return await computer_use.run(sc, url, goal, **options)
+
+
 def _chat(server: ChaosServer, model: str) -> list[list[dict[str, Any]]]:
     return [r["body"]["messages"] for r in server.requests("/v1/chat/completions") if r["model"] == model]
 
@@ -72,8 +89,6 @@ def _text(msg: dict[str, Any]) -> str:
 async def test_form_is_filled_and_submitted(
     app: WebApp, chaos_toml: Path, chaos_server: ChaosServer, tmp_path: Path
 ) -> None:
-    from tierwise.systems import computer_use
-
     chaos_server.set_script(
         script(
             act("type", 'textbox "Name"', "Ada"),
@@ -82,8 +97,7 @@ async def test_form_is_filled_and_submitted(
         )
     )
     out = tmp_path / "result.json"
-    async with Session(chaos_toml) as s:
-        result = await computer_use.run(s, app.url("/"), GOAL, max_steps=6, out=out)
+    result = await drive(chaos_toml, app.url("/"), max_steps=6, out=out)
     d = result.to_dict()
     assert [(st["action"], st["observed"], st["outcome"]) for st in d["steps"]] == [
         ("type", "changed", "progress"),
@@ -110,14 +124,73 @@ async def test_form_is_filled_and_submitted(
     assert sorted({c.tier for c in calls}) == ["large", "mini", "nano"] and len(calls) == 9
     steps = ledger.steps(d["run_id"])
     assert [json.loads(st.output or "{}")["action"] for st in steps] == ["type", "select", "click", "done"]
+    # Step records name the act turn's tier, from its decision (the outcome's nano call is in the cost).
+    assert [st.tier for st in steps] == ["mini"] * 4
+    assert [st.metadata["tiers"] for st in steps] == [["mini", "nano"]] * 3 + [["mini"]]
+    # No chaos model reads images: the router refused the screenshot, the agent fell back to text.
+    assert not any(st.metadata["screenshot_sent"] for st in steps)
+    assert len(d["notes"]) == 1 and "no model in reach has vision" in d["notes"][0]
+    assert all(isinstance(m[-1]["content"], str) for m in _chat(chaos_server, "mini-model"))
     ledger.close()
+
+
+async def test_default_policy_decides_each_stage(
+    app: WebApp, chaos_toml: Path, chaos_server: ChaosServer
+) -> None:
+    """With the default policy: plan and judge on large, act turns on mini, outcomes on nano, each for the
+    reason the policy gives, as the ledger records it."""
+    chaos_server.set_script(script(act("type", 'textbox "Name"', "Ada")))
+    result = await drive(chaos_toml, app.url("/"), max_steps=3)
+    assert [st.action for st in result.steps] == ["type", "done"]
+    ledger = Ledger(Config.load(chaos_toml).ledger.url)
+    calls = [(c.step_id, c.tier, c.task_kind, c.reason) for c in ledger.calls(result.run_id)]
+    ledger.close()
+    assert sorted(calls, key=str) == sorted(
+        [
+            ("plan", "large", "plan", "kind plan → large (default)"),
+            ("step-1", "mini", "screenshot", "kind screenshot → mini (default)"),
+            ("step-1", "nano", "classify", "kind classify → nano (default)"),
+            ("step-2", "mini", "screenshot", "kind screenshot → mini (default)"),
+            ("judge", "large", "final_qa", "kind final_qa → large (default)"),
+        ],
+        key=str,
+    )
+
+
+@pytest.mark.parametrize("seeing", ["mini", "large"])
+async def test_screenshot_goes_to_a_model_that_sees(
+    app: WebApp, chaos_server: ChaosServer, tmp_path: Path, seeing: str
+) -> None:
+    """A screenshot turn requires vision; the router keeps it on mini when mini sees, else moves it up."""
+    limit = {"mini": 500, "large": 1000}[seeing]  # max_output_tokens: one line per model in chaos_config
+    text = chaos_config(chaos_server.base_url, f"sqlite:///{tmp_path}/ledger.db")
+    old = f'max_output_tokens = {limit}\ncapabilities = ["json_schema", "tools"]'
+    assert text.count(old) == 1
+    toml = tmp_path / "tierwise.toml"
+    toml.write_text(text.replace(old, old.replace('["json_schema"', '["vision", "json_schema"')))
+    rules = script()["rules"]
+    rules.insert(
+        0, {"match": {"system_contains": "You operate a web browser"}, "reply": {"json": {"action": "done"}}}
+    )
+    chaos_server.set_script({"rules": rules})
+    result = await drive(toml, app.url("/"), max_steps=2)
+    assert result.done and result.notes == []
+    (turn,) = [m for m in _chat(chaos_server, f"{seeing}-model") if "You operate" in _text(m[0])]
+    parts = turn[-1]["content"]
+    assert isinstance(parts, list) and parts[-1]["image_url"]["url"].startswith("data:image/png;base64,")
+    ledger = Ledger(f"sqlite:///{tmp_path}/ledger.db")
+    (call,) = [c for c in ledger.calls(result.run_id) if c.step_id == "step-1"]
+    (step,) = ledger.steps(result.run_id)
+    ledger.close()
+    assert call.tier == seeing and call.task_kind == "screenshot"
+    assert step.tier == seeing and step.metadata["screenshot_sent"] is True
+    if seeing == "large":
+        assert "chaos/mini lacks vision" in call.reason and "moved up to large" in call.reason
 
 
 async def test_page_text_cannot_change_goal_or_allowlist(
     app: WebApp, chaos_toml: Path, chaos_server: ChaosServer
 ) -> None:
-    from tierwise.systems import computer_use
-
     # A mini model that obeys the page: it tries the injected URL, then the page's link to it.
     chaos_server.set_script(
         script(
@@ -126,8 +199,7 @@ async def test_page_text_cannot_change_goal_or_allowlist(
             outcome="blocked",
         )
     )
-    async with Session(chaos_toml) as s:
-        result = await computer_use.run(s, app.url("/injection"), GOAL, max_steps=4)
+    result = await drive(chaos_toml, app.url("/injection"), max_steps=4)
     d = result.to_dict()
     assert [(st["action"], st["observed"]) for st in d["steps"]] == [
         ("navigate", "blocked"),
@@ -149,13 +221,17 @@ async def test_page_text_cannot_change_goal_or_allowlist(
 async def test_bad_inputs_are_input_errors(app: WebApp, chaos_toml: Path) -> None:
     from tierwise.systems import computer_use
 
+    with pytest.raises(InputError, match="--max-steps"):
+        computer_use.check_inputs(app.url("/"), GOAL, 0, ())
     async with Session(chaos_toml) as s:
-        with pytest.raises(InputError, match="unreachable"):
-            await computer_use.run(s, f"http://127.0.0.1:{_closed_port()}/", GOAL)
-        with pytest.raises(InputError, match="outside the allowlist"):
-            await computer_use.run(s, app.url("/redirect?to=" + app.other_url("/")), GOAL)
-        with pytest.raises(InputError, match="--max-steps"):
-            await computer_use.run(s, app.url("/"), GOAL, max_steps=0)
+        for url, options, message in [
+            (f"http://127.0.0.1:{_closed_port()}/", {}, "unreachable"),
+            (app.url("/redirect?to=" + app.other_url("/")), {}, "outside the allowlist"),
+            (app.url("/"), {"max_steps": 0}, "--max-steps"),
+        ]:
+            with pytest.raises(InputError, match=message):
+                async with s.run(computer_use.SYSTEM, GOAL) as scope:
+                    await computer_use.run(scope, url, GOAL, **options)
     assert app.hits_on("localhost") == []
 
 

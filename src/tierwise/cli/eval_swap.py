@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -17,10 +17,18 @@ from rich.table import Table
 from tierwise.cli.common import console, fail, guarded, load_config, print_json, run_async
 from tierwise.core import Layer, parse_tier
 from tierwise.errors import InputError
-from tierwise.evaluation.swap import SwapOutcome, swap_experiment
-from tierwise.session import Session
 
-Adapter = Callable[[Session, dict[str, Any]], Awaitable[SwapOutcome]]
+if TYPE_CHECKING:  # numpy, the runtime and the ledger load only when the experiment runs
+    from tierwise.evaluation.swap import SwapOutcome
+    from tierwise.runtime.scope import Scope
+
+Adapter = Callable[["Scope", dict[str, Any]], Awaitable["SwapOutcome"]]
+
+
+def _outcome(output: str, quality: float | None = None) -> SwapOutcome:
+    from tierwise.evaluation.swap import SwapOutcome
+
+    return SwapOutcome(output, quality)
 
 
 def _need(case: dict[str, Any], *keys: str) -> list[Any]:
@@ -30,50 +38,49 @@ def _need(case: dict[str, Any], *keys: str) -> list[Any]:
     return [case[k] for k in keys]
 
 
-async def _support_triage(session: Session, case: dict[str, Any]) -> SwapOutcome:
-    from tierwise.systems.support_triage import triage
-    from tierwise.systems.triage_io import read_examples, read_kb, read_tickets
+async def _support_triage(scope: Scope, case: dict[str, Any]) -> SwapOutcome:
+    from tierwise.systems.support_triage import read_examples, read_kb, read_tickets, triage
 
     (tickets,) = _need(case, "tickets")
     report = await triage(
-        session,
+        scope,
         read_tickets(Path(tickets)),
         examples=read_examples(Path(case["examples"])) if case.get("examples") else None,
         kb=read_kb(Path(case["kb"])) if case.get("kb") else None,
     )
     lines = "\n".join(json.dumps(item.to_line()) for item in report.items)
-    return SwapOutcome(lines, report.accuracy)
+    return _outcome(lines, report.accuracy)
 
 
-async def _computer_use(session: Session, case: dict[str, Any]) -> SwapOutcome:
+async def _computer_use(scope: Scope, case: dict[str, Any]) -> SwapOutcome:
     from tierwise.systems.computer_use import run
 
     url, goal = _need(case, "url", "goal")
-    result = await run(session, url, goal, max_steps=int(case.get("max_steps", 10)))
+    result = await run(scope, url, goal, max_steps=int(case.get("max_steps", 10)))
     data = result.to_dict()
-    return SwapOutcome(json.dumps(data.get("steps", []))[:6000], 1.0 if data.get("success") else 0.0)
+    return _outcome(json.dumps(data.get("steps", []))[:6000], 1.0 if data.get("success") else 0.0)
 
 
-async def _pr_review(session: Session, case: dict[str, Any]) -> SwapOutcome:
-    from tierwise.systems.pr_review import review
+async def _pr_review(scope: Scope, case: dict[str, Any]) -> SwapOutcome:
+    from tierwise.systems.pr_review import collect_diff, review
 
     repo, base = _need(case, "repo", "base")
-    result = await review(session, repo, base, head=case.get("head", "HEAD"))
-    return SwapOutcome(json.dumps(result.to_dict(), default=str)[:6000])  # judged
+    result = await review(scope, collect_diff(repo, base, case.get("head", "HEAD")))
+    return _outcome(json.dumps(result.to_dict(), default=str)[:6000])  # judged
 
 
-async def _coding_assistant(session: Session, case: dict[str, Any]) -> SwapOutcome:
+async def _coding_assistant(scope: Scope, case: dict[str, Any]) -> SwapOutcome:
     from tierwise.systems.coding_assistant import run
 
     repo, request = _need(case, "repo", "request")
-    return SwapOutcome((await run(session, repo, request)).to_markdown()[:6000])  # judged
+    return _outcome((await run(scope, repo, request)).to_markdown()[:6000])  # judged
 
 
-async def _research(session: Session, case: dict[str, Any]) -> SwapOutcome:
+async def _research(scope: Scope, case: dict[str, Any]) -> SwapOutcome:
     from tierwise.systems.research import run
 
     sources, question = _need(case, "sources", "question")
-    return SwapOutcome((await run(session, sources, question)).to_markdown()[:6000])  # judged
+    return _outcome((await run(scope, sources, question)).to_markdown()[:6000])  # judged
 
 
 # One adapter per system: an input is one JSON object of that system's arguments. Systems that can tell
@@ -137,9 +144,12 @@ def register(eval_app: typer.Typer) -> None:
         adapter = ADAPTERS[system]
 
         async def go() -> dict[str, Any]:
+            from tierwise.evaluation.swap import swap_experiment
+            from tierwise.session import Session
+
             async with Session(config) as s:
                 report = await swap_experiment(
-                    s,
+                    s.run,
                     adapter,
                     cases,
                     layer=which,

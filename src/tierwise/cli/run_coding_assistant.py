@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Answer REQUEST about --repo or propose a diff: large plans and synthesizes, mini inspects files."""
         from tierwise.session import Session
-        from tierwise.systems import coding_assistant
+        from tierwise.systems import coding_assistant as ca
         from tierwise.systems.reporting import check_out, print_cost_line
 
         check_budget(budget)
@@ -87,11 +87,15 @@ def register(app: typer.Typer) -> None:
             ext = guarded(lambda: check_out(out, FORMATS))
             # A .diff/.patch asks for a change, a .md for an answer; .json leaves it to the planner.
             mode = "diff" if ext in ("diff", "patch") else "answer" if ext == "md" else None
-        guarded(lambda: coding_assistant.check_inputs(repo, request))
+        ws = guarded(lambda: ca.check_inputs(repo, request))
 
         async def go() -> CodingResult:
-            async with Session(load_config(), budget_usd=budget) as s:
-                return await coding_assistant.run(s, repo, request, mode=mode, budget_usd=budget)
+            meta = ca.run_metadata(ws, mode)
+            async with (
+                Session(load_config(), budget_usd=budget) as s,
+                s.run(ca.SYSTEM, ca.run_label(request), budget_usd=budget, metadata=meta) as scope,
+            ):
+                return await ca.run(scope, ws, request, mode=mode)
 
         result = run_async(go)
         d = result.to_dict()

@@ -106,6 +106,9 @@ def register(app: typer.Typer) -> None:
         check_budget(budget)
         if out is not None:
             guarded(lambda: check_out(out, ("json", "md")))  # a typo in --out costs nothing
+        hosts = tuple(allow_host or ())
+        # Bad input fails here, before a run is opened and recorded.
+        allowlist = guarded(lambda: computer_use.check_inputs(url, goal, steps, hosts, out))
 
         def progress(step: StepResult) -> None:
             if not as_json:
@@ -116,16 +119,13 @@ def register(app: typer.Typer) -> None:
                 )
 
         async def go() -> ComputerUseResult:
-            async with Session(load_config(), budget_usd=budget) as s:
+            label, meta = computer_use.run_label(goal), computer_use.run_metadata(url, steps, allowlist)
+            async with (
+                Session(load_config(), budget_usd=budget) as s,
+                s.run(computer_use.SYSTEM, label, budget_usd=budget, metadata=meta) as scope,
+            ):
                 return await computer_use.run(
-                    s,
-                    url,
-                    goal,
-                    max_steps=steps,
-                    allow_hosts=tuple(allow_host or ()),
-                    out=out,
-                    budget_usd=budget,
-                    on_step=progress,
+                    scope, url, goal, max_steps=steps, allow_hosts=hosts, out=out, on_step=progress
                 )
 
         d = run_async(go).to_dict()

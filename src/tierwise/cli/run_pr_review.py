@@ -23,7 +23,7 @@ def _say(text: str, style: str | None = None) -> None:
 
 
 def _show(rv: PRReview, written: list[Path]) -> None:
-    from tierwise.systems.pr_review_report import render_markdown
+    from tierwise.systems.pr_review.report import render_markdown
     from tierwise.systems.reporting import print_cost_line
 
     if not rv.files:
@@ -66,9 +66,16 @@ def register(run_app: typer.Typer) -> None:
         An empty diff is not an error: it prints a message, writes an empty report and exits 0.
         """
         from tierwise.session import Session
-        from tierwise.systems.pr_review import review
-        from tierwise.systems.pr_review_git import check_repo
-        from tierwise.systems.pr_review_report import formats
+        from tierwise.systems.pr_review import (
+            SYSTEM,
+            Options,
+            check_repo,
+            collect_diff,
+            review,
+            run_label,
+            run_metadata,
+        )
+        from tierwise.systems.pr_review.report import formats
         from tierwise.systems.reporting import check_out, write_outputs
 
         check_budget(budget)
@@ -80,8 +87,16 @@ def register(run_app: typer.Typer) -> None:
             raise fail(str(exc)) from None
 
         async def go() -> PRReview:
-            async with Session(load_config(), budget_usd=budget) as s:
-                return await review(s, repo, base, head, budget_usd=budget)
+            config = load_config()
+            opts = Options()
+            # Bad refs fail here, before a run is opened; the run records the commits they resolved to.
+            diff = collect_diff(repo, base, head, max_files=opts.max_files)
+            meta = run_metadata(diff)
+            async with (
+                Session(config, budget_usd=budget) as s,
+                s.run(SYSTEM, run_label(diff), budget_usd=budget, metadata=meta) as scope,
+            ):
+                return await review(scope, diff, options=opts)
 
         rv = run_async(go)
         written: list[Path] = []

@@ -79,10 +79,15 @@ def register(app: typer.Typer) -> None:
             guarded(lambda: check_out(out, FORMATS))
         if not question.strip():
             raise fail('the question is empty: ask something, e.g. "What limits battery life?"')
+        corpus = guarded(lambda: research.load_corpus(sources))  # a bad --sources opens no run
 
         async def go() -> ResearchResult:
-            async with Session(load_config(), budget_usd=budget) as s:
-                return await research.run(s, sources, question, budget_usd=budget)
+            label, meta = research.run_label(question), research.run_metadata(corpus)
+            async with (
+                Session(load_config(), budget_usd=budget) as s,
+                s.run(research.SYSTEM, label, budget_usd=budget, metadata=meta) as scope,
+            ):
+                return await research.run(scope, corpus, question)
 
         result = run_async(go)
         d = result.to_dict()

@@ -62,8 +62,14 @@ def register(run_app: typer.Typer) -> None:
     ) -> None:
         """Triage support tickets: intent and urgency (nano), grounded drafts (mini), escalations (large)."""
         from tierwise.session import Session
-        from tierwise.systems.support_triage import triage
-        from tierwise.systems.triage_io import read_examples, read_kb, read_labels, read_tickets
+        from tierwise.systems.support_triage import (
+            fitting_set,
+            read_examples,
+            read_kb,
+            read_labels,
+            read_tickets,
+            triage,
+        )
 
         check_budget(budget)
         if out.suffix.lower() not in (".jsonl", ".ndjson"):
@@ -74,10 +80,20 @@ def register(run_app: typer.Typer) -> None:
             label_list = read_labels(labels) if labels else None
             pairs = read_examples(examples) if examples else None
             passages = read_kb(kb) if kb else None
-            async with Session(load_config(), budget_usd=budget) as s:
-                return await triage(
-                    s, tickets, examples=pairs, labels=label_list, kb=passages, budget_usd=budget
-                )
+            fitting_set(pairs, label_list)  # no intents at all fails here, before a run is opened
+            meta = {
+                "tickets": len(tickets),
+                "labels": len(label_list or []),
+                "examples": len(pairs[0]) if pairs else 0,
+                "kb_passages": len(passages or []),
+            }
+            async with (
+                Session(load_config(), budget_usd=budget) as s,
+                s.run(
+                    "system:support-triage", f"{len(tickets)} tickets", budget_usd=budget, metadata=meta
+                ) as scope,
+            ):
+                return await triage(scope, tickets, examples=pairs, labels=label_list, kb=passages)
 
         report = run_async(go)
         try:

@@ -191,7 +191,8 @@ class SampleAgreement:
         again = await call(
             replace(task, model=model, tier=None, tier_hint=None, temperature=self.temperature)
         )
-        return answer_agreement(normalize_answer(text), normalize_answer(again))
+        # Raw texts: the multiple-choice normalisation would read "answer a few ..." as the letter A.
+        return answer_agreement(text, again)
 
 
 @dataclass
@@ -281,8 +282,10 @@ class CascadeRouter:
     """Cheapest first: names the first model of ``chain`` (catalog ids, cheapest first) and hands the
     runtime the rest with ``validator`` and ``tau``; the runtime's validate/escalate layer climbs it.
 
-    Models that cannot take the task (capabilities, context window; ``fits``) are skipped; a caller's
-    pin (model or tier) is honoured with no cascade.
+    Models that cannot take the task (capabilities, context window; ``fits``) are skipped, and so are
+    those below ``floor`` (planning, ambiguous input and high stakes start where the policy puts them: a
+    small model guessing at ambiguous input is the failure the cascade must not invite); a caller's pin
+    (model or tier) is honoured with no cascade.
     """
 
     name = "cascade"
@@ -297,6 +300,7 @@ class CascadeRouter:
         tau: float = 0.8,
         fits: Callable[[Task, ModelSpec], list[str]] | None = None,
         pinned: Callable[[Task], Decision] | None = None,
+        floor: Callable[[Task], Tier | None] | None = None,
     ) -> None:
         if not chain:
             raise ConfigError("cascade chain is empty: list models cheapest first")
@@ -308,6 +312,7 @@ class CascadeRouter:
         self.tau = tau
         self.fits = fits
         self.pinned = pinned
+        self.floor = floor
 
     async def route(self, task: Task, call: CallFn | None = None) -> Decision:
         return self.decide(task)
@@ -317,6 +322,13 @@ class CascadeRouter:
             return self.pinned(task)
         specs = self.specs
         skipped: list[str] = []
+        low = self.floor(task) if self.floor is not None else None
+        if low is not None and any(s.tier.rank >= low.rank for s in specs):
+            if any(s.tier.rank < low.rank for s in specs):
+                skipped.append(
+                    f"starts on {low.value}: a {task.kind.value if task.kind else ''} task needs it"
+                )
+            specs = [s for s in specs if s.tier.rank >= low.rank]
         if self.fits is not None:
             ok = []
             for s in specs:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 from typing import TYPE_CHECKING
 
-from tierwise.core import AnswerCheck, Stakes, Tier, parse_kind
+from tierwise.core import AnswerCheck, Stakes, Task, TaskKind, Tier, parse_kind
 from tierwise.errors import ConfigError, InputError
 from tierwise.routing.base import Router
 from tierwise.routing.kinds import KindInferrer
@@ -102,4 +102,15 @@ def _cascade(config: Config, policy: PolicyRouter) -> Router:
             learned = _learned(config, policy)
             checks.append(LearnedConfidence(learned.predicted_quality))
     check: AnswerCheck = checks[0] if len(checks) == 1 else AllOf(tuple(checks))
-    return CascadeRouter(config.catalog, chain, check, tau=c.tau, fits=policy.problems, pinned=policy.decide)
+
+    def floor(task: Task) -> Tier | None:
+        # Judgment stays where the policy puts it (ambiguity, planning, high stakes); the rest starts low.
+        judgment = task.kind in (TaskKind.PLAN, TaskKind.AMBIGUOUS, TaskKind.FINAL_QA)
+        ambiguous = (task.ambiguity or 0.0) >= policy.ambiguity_threshold
+        if judgment or ambiguous or task.stakes is Stakes.HIGH:
+            return policy.decide(task).tier
+        return None
+
+    return CascadeRouter(
+        config.catalog, chain, check, tau=c.tau, fits=policy.problems, pinned=policy.decide, floor=floor
+    )

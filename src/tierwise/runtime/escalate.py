@@ -94,11 +94,12 @@ class Escalate:
                 leg = replace(leg, messages=task.messages())
                 repairs = 0
                 continue
-            if esc is not None and not completion.tool_calls:
+            # The last model's answer stands: a validator there could only cost, never change it.
+            if esc is not None and chain and not completion.tool_calls:
                 answers.append((leg.spec.id, completion.text))
                 confidence = await esc.check.confidence(task, answers, routing_call)
                 out.confidence = confidence
-                if confidence < esc.tau and chain:
+                if confidence < esc.tau:
                     up = self._next(leg.spec, chain)
                     assert up is not None
                     why = f"{esc.check.name} confidence {confidence:.2f} < {esc.tau:.2f}"

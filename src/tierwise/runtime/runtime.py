@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 
-from tierwise.core import Decision, Layer, Task, TaskKind, Tier, layer_of
+from tierwise.core import Decision, Task, TaskKind, Tier, layer_of
 from tierwise.errors import InputError, RoutingError
 from tierwise.models.catalog import Catalog
 from tierwise.models.spec import ModelSpec
@@ -31,6 +31,7 @@ from tierwise.runtime.validation import OutputInvalid, validate
 __all__ = ["EMBED_MODEL", "CallEvent", "CallSink", "RetryPolicy", "Runtime", "Stream"]
 
 EMBED_MODEL = "local/e5-small"
+
 
 class Runtime:
     def __init__(

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from tierwise.systems.pr_review_types import AREAS, PRReview
+from tierwise.systems.pr_review.types import AREAS, PRReview
 from tierwise.systems.reporting import cost_line
 
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"

@@ -1,5 +1,7 @@
 """Sources for the research system: load text, Markdown, HTML and PDF files, split them into passages,
-and check that a quoted span occurs verbatim (whitespace-normalized) in its source."""
+and check that a quoted span occurs verbatim (whitespace-normalized) in its source.
+
+``load_corpus(directory)`` reads them before a run opens, so a bad ``--sources`` costs no run record."""
 
 from __future__ import annotations
 
@@ -169,3 +171,21 @@ def load_sources(directory: str | Path) -> tuple[list[Source], list[str]]:
         detail = f" ({'; '.join(warnings[:3])})" if warnings else ""
         raise InputError(f"no readable sources in {str(root)!r}{detail}: add .txt, .md, .html or .pdf files")
     return sources, warnings
+
+
+@dataclass(frozen=True, slots=True)
+class Corpus:
+    """The sources of one question, loaded and checked, with a warning for each file that was skipped."""
+
+    root: str
+    sources: tuple[Source, ...]
+    warnings: tuple[str, ...] = ()
+
+    def by_path(self) -> dict[str, Source]:
+        return {s.path: s for s in self.sources}
+
+
+def load_corpus(directory: str | Path) -> Corpus:
+    """``load_sources`` as one value: what ``research.run`` takes (InputError when nothing is readable)."""
+    sources, warnings = load_sources(directory)
+    return Corpus(str(directory), tuple(sources), tuple(warnings))

@@ -67,7 +67,7 @@ class Finding:
     title: str
     detail: str
     severity: str = "medium"
-    severity_source: str = "nano"  # nano | <tier> when escalated | default (no grade could be had)
+    severity_source: str = "nano"  # the tier that graded it (the router's decision) | default (no grade)
     source: str = "mini"  # mini | rule (the injection detector)
     duplicates: list[str] = field(default_factory=list)
 

@@ -1,10 +1,12 @@
-"""PR review: mini checks each changed file, nano grades and dedupes the findings, large summarizes.
+"""PR review: each changed file is reviewed, findings are deduped and graded, then summarized.
 
-The pipeline's shape is fixed here, in code: one mini call per reviewable file (in parallel), nano for
-near-duplicate judgements and one severity call per surviving finding, one large call for the summary and
-recommended actions. The verdict is derived from severities in code, never taken from a model. The diff is
-data: it reaches models only inside a frame in the user message, no model gets tools, and nothing a model
-answers can change the files reviewed, the budget or the steps that follow.
+The pipeline's shape is fixed here, in code: one ``review_file`` call per reviewable file (in parallel),
+``classify`` calls for near-duplicate judgements and one severity call per surviving finding, one
+``synthesis`` call at high stakes for the summary and recommended actions. The stages describe their work
+by kind and stakes; the router decides the tiers (by default mini, nano and large). The verdict is
+derived from severities in code, never taken from a model. The diff is data: it reaches models only inside
+a frame in the user message, no model gets tools, and nothing a model answers can change the files
+reviewed, the budget or the steps that follow.
 """
 
 from __future__ import annotations
@@ -13,20 +15,15 @@ import asyncio
 import difflib
 import json
 import re
-from collections.abc import Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from tierwise.core import Stakes, Task, TaskKind, Tier
+from tierwise.core import Stakes, Task, TaskKind
 from tierwise.errors import BudgetExceeded, InvalidOutput, ProviderError, TierwiseError
-from tierwise.ledger.records import StepRecord
-from tierwise.runtime.result import Run
-from tierwise.session import Session
-from tierwise.systems.pr_review_git import DiffSet, FileDiff, collect_diff
-from tierwise.systems.pr_review_types import (
-    AREAS,
+from tierwise.runtime import Result, Scope
+from tierwise.systems.pr_review.git import DiffSet, FileDiff
+from tierwise.systems.pr_review.types import (
     SEVERITIES,
-    SYSTEM,
     DuplicateOut,
     FileResult,
     FileReview,
@@ -36,9 +33,8 @@ from tierwise.systems.pr_review_types import (
     SeverityOut,
     SummaryOut,
 )
-from tierwise.systems.reporting import system_spend
 
-__all__ = ["AREAS", "SEVERITIES", "SYSTEM", "FileResult", "Finding", "Options", "PRReview", "review"]
+__all__ = ["review", "run_label", "run_metadata"]
 
 T = TypeVar("T")
 
@@ -92,24 +88,28 @@ def _norm(text: str) -> str:
 
 
 class _Review:
-    def __init__(self, session: Session, run: Run, diff: DiffSet, opts: Options) -> None:
-        self.s, self.run, self.diff, self.opts = session, run, diff, opts
+    def __init__(self, scope: Scope, diff: DiffSet, opts: Options) -> None:
+        self.scope, self.diff, self.opts = scope, diff, opts
         self.sem = asyncio.Semaphore(opts.parallel)
         self.warnings: list[str] = []
         self.errors: list[TierwiseError] = []
+        # Each stage's Results, so its step record takes tier, model and cost from the router's decisions.
+        self.dedup_results: list[Result] = []
+        self.severity_results: list[Result] = []
 
-    async def call(self, task: Task) -> tuple[object, str]:
+    async def call(self, task: Task) -> Result:
         async with self.sem:
-            result = await self.s.call(task, run=self.run)
-        return result.output, result.tier
+            return await self.scope.call(task)
 
     def step(
-        self, step_id: str, tier: str, output: object, status: str = "ok", error: str | None = None
+        self,
+        step_id: str,
+        output: object,
+        results: Sequence[Result] = (),
+        status: str = "ok",
+        error: str | None = None,
     ) -> None:
-        assert self.s.ledger is not None
-        self.s.ledger.record_step(
-            StepRecord(self.run.id, step_id, status, tier=tier, output=json.dumps(output), error=error)
-        )
+        self.scope.record_step(step_id, status, output=json.dumps(output), results=results, error=error)
 
     async def guarded(self, what: str, fn: Callable[[], Awaitable[T]]) -> T | None:
         """Run one model step; a refusal by the budget or a bad answer costs that step, not the review."""
@@ -120,7 +120,7 @@ class _Review:
             self.warnings.append(f"{what}: {type(exc).__name__}: {str(exc)[:200]}")
             return None
 
-    # --- mini: one file each ----------------------------------------------------------------------------
+    # --- review_file (mini by default): one file each ----------------------------------------------------
 
     async def review_file(self, fd: FileDiff) -> tuple[FileResult, list[Finding]]:
         res = FileResult(fd.path, fd.status, fd.additions, fd.deletions, False)
@@ -134,7 +134,6 @@ class _Review:
         task = Task(
             input=f"{header}\n{frame_diff(fd, body)}",
             kind=TaskKind.REVIEW_FILE,
-            tier=Tier.MINI,
             output_schema=FileReview,
             system=_REVIEWER,
             step_id=f"review:{fd.path}",
@@ -144,9 +143,9 @@ class _Review:
         got = await self.guarded(f"review of {fd.path}", lambda: self.call(task))
         if got is None:
             res.note = "not reviewed: the model step failed (see warnings)"
-            self.step(task.step_id or "", "mini", [], "failed", res.note)
+            self.step(task.step_id or "", [], status="failed", error=res.note)
             return res, rules
-        out, tier = got
+        out = got.output
         assert isinstance(out, FileReview)
         res.reviewed, res.note = True, "diff truncated" if cut else ""
         found = [
@@ -160,7 +159,7 @@ class _Review:
             )
             for f in out.findings
         ]
-        self.step(task.step_id or "", tier, [f.to_dict() for f in found])
+        self.step(task.step_id or "", [f.to_dict() for f in found], [got])
         return res, rules + found
 
     def rule_findings(self, fd: FileDiff) -> list[Finding]:
@@ -172,7 +171,7 @@ class _Review:
                 return [Finding("", fd.path, n, "security", title, detail, source="rule")]
         return []
 
-    # --- nano: duplicates, then severity ----------------------------------------------------------------
+    # --- classify (nano by default): duplicates, then severity -------------------------------------------
 
     async def dedupe(self, findings: list[Finding]) -> tuple[list[Finding], int]:
         kept: list[Finding] = []
@@ -200,7 +199,7 @@ class _Review:
             else:
                 twin.duplicates.append(f"{f.file}:{f.line} {f.title}")
                 removed += 1
-        self.step("dedup", "nano", {"removed": removed, "judged": judged})
+        self.step("dedup", {"removed": removed, "judged": judged}, self.dedup_results)
         return kept, removed
 
     async def same_problem(self, a: Finding, b: Finding) -> bool:
@@ -211,21 +210,22 @@ class _Review:
         task = Task(
             input=text,
             kind=TaskKind.CLASSIFY,
-            tier=Tier.NANO,
             output_schema=DuplicateOut,
             system=_DEDUPER,
             step_id="dedup",
             max_output_tokens=20,
         )
         got = await self.guarded("duplicate check", lambda: self.call(task))
-        return bool(got and isinstance(got[0], DuplicateOut) and got[0].duplicate)
+        if got is None:
+            return False
+        self.dedup_results.append(got)
+        return isinstance(got.output, DuplicateOut) and got.output.duplicate
 
     async def grade(self, f: Finding) -> None:
         data = {"file": f.file, "line": f.line, "area": f.area, "title": f.title, "detail": f.detail}
         task = Task(
             input="Finding (data):\n" + json.dumps(data, ensure_ascii=False),
             kind=TaskKind.CLASSIFY,
-            tier=Tier.NANO,
             output_schema=SeverityOut,
             system=_GRADER,
             step_id="severity",
@@ -235,11 +235,12 @@ class _Review:
         if got is None:
             f.severity, f.severity_source = "medium", "default"
             return
-        out, tier = got
+        self.severity_results.append(got)
+        out = got.output
         assert isinstance(out, SeverityOut)
-        f.severity, f.severity_source = out.severity, "nano" if tier == "nano" else tier
+        f.severity, f.severity_source = out.severity, got.decision.tier.value
 
-    # --- large: summary and actions ---------------------------------------------------------------------
+    # --- synthesis at high stakes (large by default): summary and actions --------------------------------
 
     async def summarize(self, files: list[FileResult], findings: list[Finding]) -> tuple[str, list[str]]:
         top = findings[:40]
@@ -260,10 +261,10 @@ class _Review:
                 for f in top
             ],
         }
+        # High stakes: the author reads this summary first and acts on it, so it stays on the large tier.
         task = Task(
             input="Review data:\n" + json.dumps(facts, ensure_ascii=False),
             kind=TaskKind.SYNTHESIS,
-            tier=Tier.LARGE,
             stakes=Stakes.HIGH,
             output_schema=SummaryOut,
             system=_SUMMARIZER,
@@ -273,10 +274,10 @@ class _Review:
         got = await self.guarded("summary", lambda: self.call(task))
         if got is None:
             return _fallback_summary(files, findings), _fallback_actions(findings)
-        out, tier = got
+        out = got.output
         assert isinstance(out, SummaryOut)
         actions = [a.strip() for a in out.actions if a.strip()]
-        self.step("summary", tier, out.model_dump())
+        self.step("summary", out.model_dump(), [got])
         summary = out.summary.strip() or _fallback_summary(files, findings)
         return summary, actions or _fallback_actions(findings)
 
@@ -296,66 +297,65 @@ def _rank(f: Finding) -> tuple[int, str, int]:
     return SEVERITIES.index(f.severity), f.file, f.line
 
 
-async def review(
-    session: Session,
-    repo: str | Path,
-    base: str,
-    head: str = "HEAD",
-    *,
-    budget_usd: float | None = None,
-    options: Options | None = None,
-) -> PRReview:
-    """Review the changes on ``head`` since its merge base with ``base`` in git repository ``repo``.
+def run_label(diff: DiffSet) -> str:
+    """The label of a review's run: ``REPO BASE...HEAD``."""
+    return f"{diff.repo.name} {diff.base}...{diff.head}"
 
-    An empty diff makes no model call and returns an empty review (verdict ``approve``, no findings).
-    Bad input (no repository, unknown ref) raises InputError before anything is spent.
-    """
-    opts = options or Options()
-    diff = collect_diff(repo, base, head, max_files=opts.max_files)
-    meta = {
+
+def run_metadata(diff: DiffSet) -> dict[str, Any]:
+    """What a review's run records about its diff (the refs and the commits they resolved to)."""
+    return {
         "repo": str(diff.repo),
-        "base": base,
-        "head": head,
+        "base": diff.base,
+        "head": diff.head,
         "base_sha": diff.base_sha,
         "head_sha": diff.head_sha,
         "merge_base": diff.merge_base,
         "files": len(diff.files),
     }
-    label = f"{diff.repo.name} {base}...{head}"
-    async with session.run(SYSTEM, label, budget_usd=budget_usd, metadata=meta) as run:
-        r = _Review(session, run, diff, opts)
-        chosen, skipped = diff.files[: opts.max_files], diff.files[opts.max_files :]
-        pairs = await asyncio.gather(*(r.review_file(fd) for fd in chosen))
-        files = [p[0] for p in pairs]
-        files += [
-            FileResult(fd.path, fd.status, fd.additions, fd.deletions, False, "past the file limit")
-            for fd in skipped
-        ]
-        if skipped:
-            r.warnings.append(f"{len(skipped)} file(s) past the limit of {opts.max_files} were not reviewed")
-        if chosen and r.errors and not any(f.reviewed for f in files):
-            raise r.errors[0]  # nothing could be reviewed: an empty report would be a false all-clear
-        raw = [f for p in pairs for f in p[1]]
-        for i, f in enumerate(raw, 1):
-            f.id = f"F{i}"
-        findings, removed = await r.dedupe(raw) if raw else ([], 0)
-        if len(findings) > opts.max_findings:
-            r.warnings.append(
-                f"{len(findings) - opts.max_findings} finding(s) past {opts.max_findings} dropped"
-            )
-            findings = findings[: opts.max_findings]
-        await asyncio.gather(*(r.grade(f) for f in findings))
-        findings.sort(key=_rank)
-        for i, f in enumerate(findings, 1):
-            f.id = f"F{i}"  # stable, severity-ordered ids for the report
-        r.step("severity", "nano", {f.id: f.severity for f in findings})
-        if diff.empty:
-            summary, actions = f"No changes between {base} and {head}: nothing to review.", []
-        else:
-            summary, actions = await r.summarize(files, findings)
-    spend = await system_spend(session, run.id)
+
+
+async def review(scope: Scope, diff: DiffSet, *, options: Options | None = None) -> PRReview:
+    """Review ``diff`` (from ``collect_diff``) inside ``scope``, a run opened for it.
+
+    Open the run with ``SYSTEM``, ``run_label(diff)`` and ``run_metadata(diff)``. An empty diff makes no
+    model call and returns an empty review (verdict ``approve``, no findings); bad input (no repository,
+    unknown ref) raised InputError in ``collect_diff``, before anything was spent.
+    """
+    opts = options or Options()
+    base, head = diff.base, diff.head
+    r = _Review(scope, diff, opts)
+    chosen, skipped = diff.files[: opts.max_files], diff.files[opts.max_files :]
+    pairs = await asyncio.gather(*(r.review_file(fd) for fd in chosen))
+    files = [p[0] for p in pairs]
+    files += [
+        FileResult(fd.path, fd.status, fd.additions, fd.deletions, False, "past the file limit")
+        for fd in skipped
+    ]
+    if skipped:
+        r.warnings.append(f"{len(skipped)} file(s) past the limit of {opts.max_files} were not reviewed")
+    if chosen and r.errors and not any(f.reviewed for f in files):
+        raise r.errors[0]  # nothing could be reviewed: an empty report would be a false all-clear
+    raw = [f for p in pairs for f in p[1]]
+    for i, f in enumerate(raw, 1):
+        f.id = f"F{i}"
+    findings, removed = await r.dedupe(raw) if raw else ([], 0)
+    if len(findings) > opts.max_findings:
+        r.warnings.append(f"{len(findings) - opts.max_findings} finding(s) past {opts.max_findings} dropped")
+        findings = findings[: opts.max_findings]
+    await asyncio.gather(*(r.grade(f) for f in findings))
+    findings.sort(key=_rank)
+    for i, f in enumerate(findings, 1):
+        f.id = f"F{i}"  # stable, severity-ordered ids for the report
+    r.step("severity", {f.id: f.severity for f in findings}, r.severity_results)
+    if diff.empty:
+        summary, actions = f"No changes between {base} and {head}: nothing to review.", []
+    else:
+        summary, actions = await r.summarize(files, findings)
+    # The whole spend summary (calls and unknown-cost flag too): the JSON report and the cost line show it.
+    spend = await scope.spend()
     return PRReview(
-        run_id=run.id,
+        run_id=scope.id,
         repo=str(diff.repo),
         base=base,
         head=head,

@@ -2,8 +2,8 @@
 
 It is itself a cascade (tierwise's idea applied inside the nano tier): a fast linear model on word and
 character n-grams plus 64-d static embeddings answers when its margin is high; the rest are embedded with
-e5-small (metered through the session) and answered by a stronger model on all features, which also decides
-out-of-scope by the distance to the nearest training example. Every threshold is fitted on held-out
+e5-small (metered through the run's scope) and answered by a stronger model on all features, which also
+decides out-of-scope by the distance to the nearest training example. Every threshold is fitted on held-out
 examples, never on the messages being classified.
 """
 
@@ -241,8 +241,8 @@ async def load_or_fit(
                 model = pickle.load(f)  # our own file, written below; never user-supplied
             if isinstance(model, IntentClassifier):
                 return model, True
-        except (OSError, pickle.UnpicklingError, EOFError, AttributeError):
-            pass  # a stale or torn cache entry: refit
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
+            pass  # a stale or torn cache entry, or one naming a module that has since moved: refit
     model = await IntentClassifier.fit(texts, categories, embed)
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
