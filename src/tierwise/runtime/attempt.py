@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tierwise.core import Decision, Message, Task, Usage
 from tierwise.errors import BudgetExceeded, ProviderError
@@ -26,6 +26,8 @@ from tierwise.runtime.limits import RateLimits
 
 if TYPE_CHECKING:
     from tierwise.runtime.scope import Scope
+
+T = TypeVar("T")
 
 # Our token count is an estimate of the provider's; reserve a margin so the settled cost stays inside.
 _INPUT_MARGIN = 1.15
@@ -86,21 +88,35 @@ class Attempt:
         self.recorder = recorder
         self.limits = RateLimits()
 
-    def _reserve(self, leg: Leg, request: Request, n: int) -> Reservation:
-        est = input_estimate(request)
-        worst = leg.spec.worst_case_cost(est, request.max_output_tokens)
+    def _reserve(self, leg: Leg, usd: float | None, tokens: int, n: int, what: str) -> Reservation:
         try:
-            return leg.scope.budget.reserve(
-                worst, est + request.max_output_tokens, what=f"call to {leg.spec.id}"
-            )
+            return leg.scope.budget.reserve(usd, tokens, what=f"{what} {leg.spec.id}")
         except BudgetExceeded as exc:
             self.recorder.record(leg.event("refused", error=str(exc), attempt=n))
             raise
 
-    async def _admit(self, spec: ModelSpec) -> None:
-        limiter = self.limits.for_model(spec)
-        if limiter is not None:
-            await limiter.acquire()
+    def _reserve_call(self, leg: Leg, request: Request, n: int) -> Reservation:
+        est = input_estimate(request)
+        worst = leg.spec.worst_case_cost(est, request.max_output_tokens)
+        return self._reserve(leg, worst, est + request.max_output_tokens, n, "call to")
+
+    async def _send(
+        self, leg: Leg, reservation: Reservation, n: int, send: Callable[[], Awaitable[T]]
+    ) -> tuple[T, float]:
+        """Rate limit, then send; a fault gives the reservation back and is recorded. Returns the value
+        and when the request started (for latency)."""
+        started = time.perf_counter()
+        try:
+            limiter = self.limits.for_model(leg.spec)
+            if limiter is not None:
+                await limiter.acquire()
+            return await send(), started
+        except ProviderError as exc:
+            self._failed(leg, reservation, exc, n, started)
+            raise
+        except BaseException:
+            leg.scope.budget.release(reservation)
+            raise
 
     def _failed(self, leg: Leg, reservation: Reservation, exc: ProviderError, n: int, started: float) -> None:
         leg.scope.budget.release(reservation)
@@ -116,56 +132,25 @@ class Attempt:
     async def complete(self, leg: Leg, n: int) -> tuple[Completion, float | None]:
         """One completion. The caller records the outcome (ok, invalid_output, rejected) once it knows it."""
         request = leg.request()
-        reservation = self._reserve(leg, request, n)
-        started = time.perf_counter()
-        try:
-            await self._admit(leg.spec)
-            completion = await self.providers.get(leg.spec.provider).complete(request)
-        except ProviderError as exc:
-            self._failed(leg, reservation, exc, n, started)
-            raise
-        except BaseException:
-            leg.scope.budget.release(reservation)
-            raise
+        reservation = self._reserve_call(leg, request, n)
+        provider = self.providers.get(leg.spec.provider)
+        completion, _ = await self._send(leg, reservation, n, lambda: provider.complete(request))
         return completion, self._settle(leg, reservation, completion.usage)
 
     async def open_stream(self, leg: Leg, n: int) -> LiveStream:
         """Start a stream and wait for its first chunk (retries and fallback apply up to here)."""
         request = leg.request()
-        reservation = self._reserve(leg, request, n)
-        started = time.perf_counter()
+        reservation = self._reserve_call(leg, request, n)
         chunks = aiter(self.providers.get(leg.spec.provider).stream(request))
-        try:
-            await self._admit(leg.spec)
-            first = await anext(chunks, None)
-        except ProviderError as exc:
-            self._failed(leg, reservation, exc, n, started)
-            raise
-        except BaseException:
-            leg.scope.budget.release(reservation)
-            raise
+        first, started = await self._send(leg, reservation, n, lambda: anext(chunks, None))
         return LiveStream(self, leg, request, reservation, chunks, first, started, n)
 
     async def embed(self, leg: Leg, texts: list[str], n: int) -> tuple[Embeddings, float | None]:
         tokens = sum(count_texts(texts))
         spec = leg.spec
-        try:
-            reservation = leg.scope.budget.reserve(
-                spec.worst_case_cost(tokens, 0), tokens, what=f"embedding with {spec.id}"
-            )
-        except BudgetExceeded as exc:
-            self.recorder.record(leg.event("refused", error=str(exc), attempt=n))
-            raise
-        started = time.perf_counter()
-        try:
-            await self._admit(spec)
-            result = await self.providers.get(spec.provider).embed(spec, texts)
-        except ProviderError as exc:
-            self._failed(leg, reservation, exc, n, started)
-            raise
-        except BaseException:
-            leg.scope.budget.release(reservation)
-            raise
+        reservation = self._reserve(leg, spec.worst_case_cost(tokens, 0), tokens, n, "embedding with")
+        provider = self.providers.get(spec.provider)
+        result, _ = await self._send(leg, reservation, n, lambda: provider.embed(spec, texts))
         cost = self._settle(leg, reservation, result.usage)
         done = Completion(
             text="", usage=result.usage, served_model=result.served_model, latency_s=result.latency_s
