@@ -21,6 +21,8 @@ _EXPORTS = {
     "ProviderError": "tierwise.errors",
     "RoutingError": "tierwise.errors",
     "TierwiseError": "tierwise.errors",
+    "ToolError": "tierwise.errors",
+    "StepFailed": "tierwise.errors",
     "Capability": "tierwise.core",
     "Catalog": "tierwise.models",
     "ModelSpec": "tierwise.models",
@@ -32,6 +34,8 @@ _EXPORTS = {
     "Caps": "tierwise.runtime",
     "Result": "tierwise.runtime",
     "Run": "tierwise.runtime",
+    "Scope": "tierwise.runtime",
+    "Stream": "tierwise.runtime",
     "Session": "tierwise.session",
     "SyncSession": "tierwise.session",
     "Stakes": "tierwise.core",
@@ -57,13 +61,17 @@ __all__ = [
     "Router",
     "RoutingError",
     "Run",
+    "Scope",
     "Session",
     "Stakes",
+    "StepFailed",
+    "Stream",
     "SyncSession",
     "Task",
     "TaskKind",
     "Tier",
     "TierwiseError",
+    "ToolError",
     "Usage",
 ]
 
@@ -88,9 +96,11 @@ if TYPE_CHECKING:
         LedgerError,
         ProviderError,
         RoutingError,
+        StepFailed,
         TierwiseError,
+        ToolError,
     )
     from tierwise.models import Catalog, ModelSpec
     from tierwise.routing import Decision, Router, Task
-    from tierwise.runtime import Budget, Caps, Result, Run
+    from tierwise.runtime import Budget, Caps, Result, Run, Scope, Stream
     from tierwise.session import Session, SyncSession

@@ -31,6 +31,19 @@ def test_route_json_fields(workdir: Path) -> None:
     data = json.loads(out.stdout)
     assert {"tier", "model", "reason", "kind"} <= data.keys()
     assert (data["tier"], data["model"], data["kind"]) == ("nano", "chaos/nano", "classify")
+    assert data["router"] == "policy" and data["router_calls_model"] is False
+
+
+def test_route_says_when_the_router_decides_with_a_model(workdir: Path, chaos_server: ChaosServer) -> None:
+    chaos_server.set_script({"rules": [{"reply": {"json": {"kind": "classify", "tier": "mini"}}}]})
+    toml = workdir / "tierwise.toml"
+    toml.write_text(toml.read_text() + '\n[routing]\nrouter = "nano"\n')
+    out = tw("route", "label this message", "--kind", "classify", "--json", cwd=workdir)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["router_calls_model"] is True and data["routing_calls"] == 1 and data["tier"] == "mini"
+    human = tw("route", "label this message", "--kind", "classify", cwd=workdir)
+    assert "the nano router decides with a model: 1 routing call(s) made" in human.stdout
 
 
 def test_ask_json_and_ledger_views(workdir: Path) -> None:
