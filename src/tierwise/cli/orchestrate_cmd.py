@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.live import Live
 from rich.table import Table
 
 from tierwise.cli.common import check_budget, console, err_console, fail, load_config, print_json, run_async
-from tierwise.orchestration import OrchestrationResult, orchestrate
-from tierwise.session import Session
+
+if TYPE_CHECKING:  # the runtime and its SDKs load only when the command runs
+    from tierwise.orchestration import OrchestrationResult
 
 _ICONS = {"waiting": "·", "running": "[yellow]…[/]", "done": "[green]✓[/]", "failed": "[red]✗[/]"}
 
@@ -76,17 +77,19 @@ def _show(result: OrchestrationResult) -> None:
 
 
 def _run(goal: str, workspace: Path | None, budget: float | None, resume: str | None, as_json: bool) -> None:
+    from tierwise.session import Session
+
     async def go() -> OrchestrationResult:
         progress = None if as_json else _Progress()
+        on_event = progress.event if progress is not None else None
         async with Session(load_config(), budget_usd=budget) as s:
-            if progress is None:
-                return await orchestrate(s, goal, workspace=workspace, budget=budget, resume_run_id=resume)
             try:
-                return await orchestrate(
-                    s, goal, workspace=workspace, budget=budget, resume_run_id=resume, on_event=progress.event
+                return await s.orchestrate(
+                    goal, workspace=workspace, budget=budget, resume_run_id=resume, on_event=on_event
                 )
             finally:
-                progress.live.stop()
+                if progress is not None:
+                    progress.live.stop()
 
     result = run_async(go)
     if as_json:
