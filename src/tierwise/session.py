@@ -148,11 +148,13 @@ class Session:
         b = self.config.budget
         usd = budget_usd if budget_usd is not None else self._budget_usd or b.per_run_usd
         finished: dict[str, Any] = {}
+        paid: list[Any] = []
         if resume:
             if run_id is None:
                 raise InputError("resume needs the run id: pass run_id=... (see `tierwise runs`)")
             stored = await asyncio.to_thread(ledger.get_run, run_id)
             finished = await asyncio.to_thread(ledger.finished_steps, stored.id)
+            paid = await asyncio.to_thread(ledger.calls, stored.id)
             run_id, kind, label = stored.id, stored.kind, stored.label
             usd = usd if budget_usd is not None else stored.budget_usd or usd
             metadata = {**stored.metadata, **(metadata or {})}
@@ -168,6 +170,9 @@ class Session:
             runtime=self.runtime,
             steps=ledger,
         )
+        if resume:
+            # The cap is for the whole run: what its earlier attempts spent counts against it.
+            scope.budget.spent_usd = sum(c.cost_usd or 0.0 for c in paid)
         if run_id is None or resume:
             ledger.start_run(
                 RunRecord(id=scope.id, kind=kind, label=label[:200], budget_usd=usd, metadata=metadata or {})
