@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -173,3 +174,20 @@ def tw(
         text=True,
         timeout=timeout,
     )
+
+
+class PeakCalls:
+    """Wraps a session's ``runtime.call`` and keeps the most calls that were in flight at once."""
+
+    def __init__(self, runtime: Any) -> None:
+        self.peak = self._live = 0
+        self._orig = runtime.call
+        runtime.call = self._call
+
+    async def _call(self, task: Any, scope: Any, **kw: Any) -> Any:
+        self._live += 1
+        self.peak = max(self.peak, self._live)
+        try:
+            return await self._orig(task, scope, **kw)
+        finally:
+            self._live -= 1

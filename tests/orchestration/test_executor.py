@@ -10,6 +10,7 @@ from tierwise.orchestration import ExecLimits, Executor, Plan
 from tierwise.runtime import FanOut
 from tierwise.testing import ChaosServer
 
+from ..conftest import PeakCalls
 from .test_orchestrate import plan_script
 
 
@@ -24,22 +25,10 @@ async def test_per_tier_concurrency_cap_holds(chaos_toml: Path, chaos_server: Ch
         fan_out = FanOut(per_tier=limits.per_tier, in_flight=limits.in_flight)
         async with s.run("test", "cap", fan_out=fan_out) as scope:
             ex = Executor(scope, p, limits=limits)
-            inflight = peak = 0
-            orig = s.runtime.call
-
-            async def counting(task, sc, **kw):  # type: ignore[no-untyped-def]
-                nonlocal inflight, peak
-                inflight += 1
-                peak = max(peak, inflight)
-                try:
-                    return await orig(task, sc, **kw)
-                finally:
-                    inflight -= 1
-
-            s.runtime.call = counting  # type: ignore[method-assign]
+            calls = PeakCalls(s.runtime)
             outcomes = await ex.execute()
     # The cap applies to the tier each call was routed to (extract → nano by the default policy).
-    assert peak == 3 and len(outcomes) == 12 and all(o.status == "ok" for o in outcomes.values())
+    assert calls.peak == 3 and len(outcomes) == 12 and all(o.status == "ok" for o in outcomes.values())
     assert {o.tier for o in outcomes.values()} == {"nano"}
 
 

@@ -13,6 +13,8 @@ from tierwise.errors import BudgetExceeded
 from tierwise.runtime import FanOut
 from tierwise.testing import ChaosServer
 
+from ..conftest import PeakCalls
+
 
 async def test_step_records_take_tier_and_cost_from_their_calls(
     chaos_toml: Path, chaos_server: ChaosServer
@@ -34,22 +36,10 @@ async def test_fan_out_caps_calls_per_routed_tier(chaos_toml: Path, chaos_server
     chaos_server.set_script({"latency_s": 0.05, "rules": [{"reply": "ok"}]})
     async with Session(chaos_toml) as s:
         assert s.runtime is not None
-        peak = live = 0
-        orig = s.runtime.call
-
-        async def counting(task, scope, **kw):  # type: ignore[no-untyped-def]
-            nonlocal peak, live
-            live += 1
-            peak = max(peak, live)
-            try:
-                return await orig(task, scope, **kw)
-            finally:
-                live -= 1
-
-        s.runtime.call = counting  # type: ignore[method-assign]
+        calls = PeakCalls(s.runtime)
         async with s.run("test", "fan", fan_out=FanOut(per_tier={Tier.NANO: 2}, in_flight=10)) as scope:
             await asyncio.gather(*(scope.call(f"label {i}", kind="classify") for i in range(8)))
-    assert peak == 2
+    assert calls.peak == 2
 
 
 async def test_resume_keeps_the_runs_cap_and_counts_what_it_spent(
