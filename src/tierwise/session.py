@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import math
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -35,19 +36,20 @@ T = TypeVar("T")
 if TYPE_CHECKING:
     from tierwise.orchestration import OrchestrationResult
 
-_process_budget: Budget | None = None
-_process_lock = threading.Lock()
+_process_total = Budget(name="process")  # what every session of this process spent, together
 
 
 def process_budget(config: Config) -> Budget:
-    """One budget per process, shared by every session in it (the per-process caps)."""
-    global _process_budget
-    with _process_lock:
-        if _process_budget is None:
-            b = config.budget
-            caps = Caps(usd=b.per_process_usd, tokens=b.per_process_tokens, calls=b.per_process_calls)
-            _process_budget = Budget(caps, name="process")
-        return _process_budget
+    """The per-process caps of ``config`` over the process's one total, which every session shares.
+
+    Each session checks its own config's caps against spend of the whole process, so a second session's
+    ``per_process_usd`` is enforced as well as the first's.
+    """
+    b = config.budget
+    caps = Caps(usd=b.per_process_usd, tokens=b.per_process_tokens, calls=b.per_process_calls)
+    if caps == Caps():
+        return _process_total
+    return _process_total.view(caps)
 
 
 def _inferrer() -> KindInferrer | None:
@@ -66,11 +68,12 @@ class Session:
         budget_usd: float | None = None,
     ) -> None:
         self.config = config if isinstance(config, Config) else Config.load(config)
-        if budget_usd is not None and budget_usd <= 0:
+        if budget_usd is not None and not (math.isfinite(budget_usd) and budget_usd > 0):
             raise InputError(
                 f"budget must be greater than 0, got {budget_usd}: pass a positive amount in USD"
             )
         self._budget_usd = budget_usd
+        self._process = process_budget(self.config)  # this session's per-process caps, on the shared total
         self._ledger_url = ledger_url or self.config.ledger.url
         self.ledger: Ledger | None = None
         self.runtime: Runtime | None = None
@@ -104,7 +107,7 @@ class Session:
         sh = self.config.shadow
         if sh.share <= 0:
             return None
-        budget = process_budget(self.config).child(Caps(usd=sh.budget_usd), name="shadow")
+        budget = self._process.child(Caps(usd=sh.budget_usd), name="shadow")
         return ShadowSampler(sh.share, budget, agree_at=sh.agree_at, judge=sh.judge, seed=sh.seed)
 
     async def aclose(self) -> None:
@@ -162,7 +165,7 @@ class Session:
         scope = Scope(
             id=run_id or new_id(),
             kind=kind,
-            budget=process_budget(self.config).child(caps),
+            budget=self._process.child(caps),
             label=label,
             layer_tiers=dict(layer_tiers or {}),
             finished=finished,
@@ -185,12 +188,18 @@ class Session:
                 yield scope
         except BaseException as exc:
             status = (
-                "interrupted" if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)) else "failed"
-            )
+                "interrupted" if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError))
+                else "overrun" if scope.budget.overrun_seen() is not None
+                else "failed"
+            )  # fmt: skip
             ledger.finish_run(scope.id, status, error=str(exc)[:500] or type(exc).__name__)
             await ledger.aflush()
             raise
-        ledger.finish_run(scope.id, "ok")
+        overrun = scope.budget.overrun_seen()
+        if overrun is not None:
+            ledger.finish_run(scope.id, "overrun", error=str(overrun))
+        else:
+            ledger.finish_run(scope.id, "ok")
         await ledger.aflush()
 
     async def _in_run(

@@ -32,10 +32,11 @@ class AnthropicProvider:
             "model": request.model.name,
             "max_tokens": request.max_output_tokens,
             "messages": [_to_anthropic(m) for m in request.messages if m.role != "system"],
-            "timeout": request.timeout_s,
         }
         if system:
             kw["system"] = system
+        if request.timeout_s is not None:
+            kw["timeout"] = request.timeout_s
         if request.temperature is not None:
             kw["temperature"] = request.temperature
         tools = [

@@ -21,7 +21,8 @@ class Request:
     schema_name: str = "output"
     tools: tuple[ToolSpec, ...] = ()
     temperature: float | None = None
-    timeout_s: float = 60.0
+    # None: the provider's own timeout (``timeout_s`` under [providers.X]) applies.
+    timeout_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,10 +50,11 @@ class OpenAIProvider:
         kw: dict[str, Any] = {
             "model": request.model.name,
             "messages": [m.to_openai() for m in request.messages],
-            "timeout": request.timeout_s,
         }
         # OpenAI's reasoning models take max_completion_tokens; most compatible servers only max_tokens.
         kw["max_completion_tokens" if self._official else "max_tokens"] = request.max_output_tokens
+        if request.timeout_s is not None:
+            kw["timeout"] = request.timeout_s
         if request.temperature is not None:
             kw["temperature"] = request.temperature
         if request.tools:

@@ -126,7 +126,12 @@ class Attempt:
 
     def _settle(self, leg: Leg, reservation: Reservation, usage: Usage) -> float | None:
         cost = leg.spec.cost(usage)
-        leg.scope.budget.commit(reservation, cost, usage.total_tokens)
+        overrun = leg.scope.budget.commit(reservation, cost, usage.total_tokens)
+        if overrun is not None:
+            # The call itself is recorded (with its full cost) by the caller; this marks where the cap
+            # was passed, so the ledger shows it and the run ends as "overrun".
+            meta = {"overrun_usd": overrun.over_usd, "reserved_usd": reservation.usd, "billed_usd": cost}
+            self.recorder.record(leg.event("overrun", cost=0.0, error=str(overrun), metadata=meta))
         return cost
 
     async def complete(self, leg: Leg, n: int) -> tuple[Completion, float | None]:

@@ -33,16 +33,46 @@ class Reservation:
     settled: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Overrun:
+    """A settled call that cost more than its cap had left: the provider billed past the estimate."""
+
+    budget: str
+    cap_usd: float
+    spent_usd: float
+
+    @property
+    def over_usd(self) -> float:
+        return self.spent_usd - self.cap_usd
+
+    def __str__(self) -> str:
+        return (
+            f"the {self.budget} budget of ${self.cap_usd:.6g} was overrun by ${self.over_usd:.6f} "
+            "(the provider billed more than the worst-case estimate); the run is stopped"
+        )
+
+
 _LOCK = threading.Lock()  # one lock for the whole hierarchy keeps parent and child checks atomic
 
 
 class Budget:
     """A cap (``Caps``) with a parent: a run's budget sits under the process budget."""
 
-    def __init__(self, caps: Caps | None = None, *, name: str = "run", parent: Budget | None = None) -> None:
+    def __init__(
+        self,
+        caps: Caps | None = None,
+        *,
+        name: str = "run",
+        parent: Budget | None = None,
+        counts: Budget | None = None,
+    ) -> None:
         self.caps = caps or Caps()
         self.name = name
         self.parent = parent
+        # A *view* checks its own caps against another budget's counters (``counts``) and keeps none of
+        # its own: each session's per-process caps apply to the one process-wide total.
+        self.counts = counts
+        self.overrun: Overrun | None = None
         self.spent_usd = 0.0
         self.spent_tokens = 0
         self.calls = 0
@@ -51,6 +81,10 @@ class Budget:
         self.reserved_calls = 0
 
     def _chain(self) -> tuple[Budget, ...]:
+        """The budgets that keep counters for a call of this one: itself and its parents, views skipped."""
+        return tuple(b for b in self._lineage() if b.counts is None)
+
+    def _lineage(self) -> tuple[Budget, ...]:
         chain: list[Budget] = []
         node: Budget | None = self
         while node is not None:
@@ -68,7 +102,7 @@ class Budget:
         """Claim the worst case of one call, or raise BudgetExceeded before anything is sent."""
         chain = self._chain()
         with _LOCK:
-            for b in chain:
+            for b in self._lineage():
                 b._check(usd, tokens, what)
             amount = usd or 0.0
             for b in chain:
@@ -79,16 +113,24 @@ class Budget:
 
     def _check(self, usd: float | None, tokens: int, what: str) -> None:
         caps = self.caps
+        if self.overrun is not None:
+            raise BudgetExceeded(f"{what}: {self.overrun}")
+        if self.counts is not None:  # a view: this budget's caps, the counted budget's totals
+            self.counts._check_caps(caps, self.name, usd, tokens, what)
+            return
+        self._check_caps(caps, self.name, usd, tokens, what)
+
+    def _check_caps(self, caps: Caps, name: str, usd: float | None, tokens: int, what: str) -> None:
         if caps.usd is not None:
             if usd is None:
                 raise BudgetExceeded(
-                    f"{what}: the model has no known price, so the {self.name} budget of ${caps.usd:.6g} "
+                    f"{what}: the model has no known price, so the {name} budget of ${caps.usd:.6g} "
                     "cannot be enforced: set its prices under [[models]] in tierwise.toml"
                 )
             left = caps.usd - self.spent_usd - self.reserved_usd
             if usd > left + 1e-12:
                 raise BudgetExceeded(
-                    f"{what} needs up to ${usd:.6f} (worst case) but the {self.name} budget has "
+                    f"{what} needs up to ${usd:.6f} (worst case) but the {name} budget has "
                     f"${max(left, 0):.6f} left of ${caps.usd:.6g}: "
                     "raise the budget or lower max output tokens"
                 )
@@ -96,20 +138,25 @@ class Budget:
             left_t = caps.tokens - self.spent_tokens - self.reserved_tokens
             if tokens > left_t:
                 raise BudgetExceeded(
-                    f"{what} needs up to {tokens} tokens but the {self.name} budget has {max(left_t, 0)} "
+                    f"{what} needs up to {tokens} tokens but the {name} budget has {max(left_t, 0)} "
                     f"left of {caps.tokens}: raise the token cap"
                 )
         if caps.calls is not None and self.calls + self.reserved_calls + 1 > caps.calls:
             raise BudgetExceeded(
-                f"{what}: the {self.name} budget allows {caps.calls} calls and all are used: "
-                "raise the call cap"
+                f"{what}: the {name} budget allows {caps.calls} calls and all are used: raise the call cap"
             )
 
-    def commit(self, reservation: Reservation, usd: float | None, tokens: int) -> None:
-        """Replace the reservation by what the call really cost (never more than reserved is assumed)."""
+    def commit(self, reservation: Reservation, usd: float | None, tokens: int) -> Overrun | None:
+        """Replace the reservation by what the call really cost.
+
+        A provider can bill more than the worst case we reserved (its tokenizer, hidden prompt tokens).
+        The money is then spent: it is counted, and if that passes a cap the budget is *overrun* — every
+        later reservation under it is refused, so the overshoot is bounded by this one call. Returns the
+        overrun (the first budget passed), or None.
+        """
         with _LOCK:
             if reservation.settled:
-                return
+                return None
             reservation.settled = True
             for b in reservation.budgets:
                 b.reserved_usd -= reservation.usd
@@ -118,6 +165,20 @@ class Budget:
                 b.spent_usd += usd or 0.0
                 b.spent_tokens += tokens
                 b.calls += 1
+            if usd is None or usd <= reservation.usd:
+                return None
+            return self._mark_overruns(reservation)
+
+    def _mark_overruns(self, reservation: Reservation) -> Overrun | None:
+        first: Overrun | None = None
+        start = reservation.budgets[0] if reservation.budgets else self
+        for b in start._lineage():
+            counted = b.counts or b
+            cap = b.caps.usd
+            if cap is not None and counted.spent_usd > cap + 1e-12 and b.overrun is None:
+                b.overrun = Overrun(b.name, cap, counted.spent_usd)
+                first = first or b.overrun
+        return first
 
     def release(self, reservation: Reservation) -> None:
         """Give a reservation back unused (the request never reached the provider)."""
@@ -132,3 +193,11 @@ class Budget:
 
     def child(self, caps: Caps | None = None, *, name: str = "run") -> Budget:
         return Budget(caps, name=name, parent=self)
+
+    def overrun_seen(self) -> Overrun | None:
+        """The first overrun of this budget or any above it, if a call passed a cap."""
+        return next((b.overrun for b in self._lineage() if b.overrun is not None), None)
+
+    def view(self, caps: Caps, *, name: str = "process") -> Budget:
+        """A budget with ``caps`` over this one's totals: calls under it count here, checked there."""
+        return Budget(caps, name=name, parent=self, counts=self)
