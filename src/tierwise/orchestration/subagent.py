@@ -6,6 +6,7 @@ the tool set, the workspace and the budget are fixed before the first turn, so n
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -60,7 +61,7 @@ def run_tool(tools: dict[str, Tool], call: ToolCall) -> str:
         return tool.run(args)
     except ToolError as exc:
         return f"error: {exc}"
-    except (OSError, ValueError, TypeError) as exc:
+    except (OSError, ValueError, TypeError, RuntimeError) as exc:  # RuntimeError: e.g. a recursion limit
         return f"error: {type(exc).__name__}: {exc}"
 
 
@@ -82,7 +83,8 @@ async def run_subagent(
         messages.append(Message("assistant", result.text, tool_calls=result.tool_calls))
         for tc in result.tool_calls:
             n_calls += 1
-            out = run_tool(table, tc)
+            # off the event loop: a slow tool (a search, git) must not stall the other steps in flight
+            out = await asyncio.to_thread(run_tool, table, tc)
             messages.append(Message("tool", frame_tool_output(tc.name, out), tool_call_id=tc.id))
     # Turn limit: one last call without tools, so the loop ends with an answer instead of a loop.
     messages.append(

@@ -78,9 +78,23 @@ def chromium_path() -> str | None:
     return found if found and os.access(found, os.X_OK) else None
 
 
+_SPECIAL = ("http:", "https:", "ws:", "wss:")
+_C0_AND_SPACE = "".join(map(chr, range(0x21)))
+_TAB_NEWLINE = dict.fromkeys(map(ord, "\t\n\r"))
+
+
+def _as_browser_reads(url: str) -> str:
+    """``url`` as Chromium parses it, where that differs from ``urlsplit``: in http(s) and ws(s) URLs a
+    backslash is a slash (WHATWG URL), so ``http://evil.example\\@127.0.0.1/`` goes to evil.example even
+    though urlsplit reads its host as 127.0.0.1."""
+    # As the URL standard does first: C0 controls and spaces trimmed, tabs and newlines removed anywhere.
+    text = url.strip(_C0_AND_SPACE).translate(_TAB_NEWLINE)
+    return text.replace("\\", "/") if text.lower().startswith(_SPECIAL) else text
+
+
 def _host(url: str) -> str:
     try:
-        return (urlsplit(url).hostname or "").lower()
+        return (urlsplit(_as_browser_reads(url)).hostname or "").lower()
     except ValueError:
         return ""
 
@@ -112,7 +126,7 @@ class Allowlist:
     def allows(self, url: str) -> bool:
         if url.startswith(("about:blank", "data:", "blob:")):
             return True  # never leaves the browser
-        parts = urlsplit(url)
+        parts = urlsplit(_as_browser_reads(url))
         return parts.scheme in ("http", "https", "ws", "wss") and _host(url) in self.hosts
 
     def check(self, url: str) -> None:

@@ -1,13 +1,13 @@
-"""Read-only git tools (log, diff) for a workspace that is a git repository."""
+"""Read-only git tools (log, diff) for a workspace that is a git repository; git runs through
+:func:`tierwise.tools.gitcmd.run_git`, so nothing the repository's own config names can run."""
 
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from collections.abc import Mapping
 from typing import Any
 
+from tierwise.tools.gitcmd import run_git
 from tierwise.tools.workspace import Tool, ToolError, Workspace, _obj
 
 # A revision as a model may name it; never starting with '-', so it cannot smuggle in an option.
@@ -16,23 +16,10 @@ _MAX_OUTPUT = 20_000
 
 
 def _git(ws: Workspace, *args: str) -> str:
-    git = shutil.which("git")
-    if git is None:
-        raise ToolError("git is not installed on this machine")
-    try:
-        proc = subprocess.run(
-            [git, "--no-pager", "-C", str(ws.root), *args],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            errors="replace",
-            # No pager, no user config that could run external diff tools or hooks.
-            env={"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null", "PATH": "/usr/bin:/bin"},
-        )
-    except subprocess.TimeoutExpired:
-        raise ToolError("git took longer than 20 s") from None
+    # worktree=True: the workspace root is the repository, whatever its config says about core.worktree
+    proc = run_git(ws.root, *args, timeout=20, worktree=True)
     if proc.returncode != 0:
-        raise ToolError(f"git {args[0]} failed: {proc.stderr.strip()[:500]}")
+        raise ToolError(f"git {args[0]} failed: {' '.join(proc.stderr.split())[:500]}")
     out = proc.stdout
     if len(out) > _MAX_OUTPUT:
         out = out[:_MAX_OUTPUT] + f"\n... (truncated at {_MAX_OUTPUT} characters)"
@@ -57,7 +44,7 @@ def git_log(ws: Workspace, args: Mapping[str, Any]) -> str:
 def git_diff(ws: Workspace, args: Mapping[str, Any]) -> str:
     rev = _rev(args.get("rev"))
     path = ws.rel(ws.resolve(str(args.get("path", ".") or ".")))
-    cmd = ["diff", "--no-ext-diff", "--no-textconv"]
+    cmd = ["diff"]  # run_git adds --no-ext-diff --no-textconv
     if rev:
         cmd.append(rev)
     return _git(ws, *cmd, "--", path)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
-from tierwise.errors import InputError
+from tierwise.errors import InputError, ToolError
 from tierwise.systems.coding_assistant.types import CodePlan
 from tierwise.tools import Workspace, is_git_repo
+from tierwise.tools.gitcmd import git_binary, run_git
 
 MAX_SCAN_BYTES = 300_000  # larger files are generated or data: not worth grepping
 _STOP = frozenset(
@@ -17,11 +16,6 @@ _STOP = frozenset(
      "into", "are", "was", "not", "you", "can", "add", "fix", "make", "use", "file", "files", "code",
      "repo", "function", "should", "would", "please"}
 )  # fmt: skip
-
-
-def _git_env() -> dict[str, str]:
-    # No user or system config: nothing in them (hooks, external diff tools) should run on our behalf.
-    return {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null", "PATH": "/usr/bin:/bin"}
 
 
 def check_inputs(repo: str | Path, request: str) -> Workspace:
@@ -34,8 +28,7 @@ def check_inputs(repo: str | Path, request: str) -> Workspace:
     ws = Workspace(path)
     if not is_git_repo(ws):
         raise InputError(f"--repo {str(path)!r} is not a git repository: pass the root of a git checkout")
-    if shutil.which("git") is None:
-        raise InputError("git is not installed: the coding assistant needs it to check diffs")
+    git_binary(InputError)  # the coding assistant needs git to check diffs
     return ws
 
 
@@ -43,11 +36,11 @@ def git_apply_check(repo: Path, diff: str) -> str | None:
     """None when ``git apply --check`` accepts ``diff`` in ``repo``, else git's error message."""
     if not diff.strip():
         return "the diff is empty"
-    git = shutil.which("git") or "git"
-    proc = subprocess.run(
-        [git, "-C", str(repo), "apply", "--check", "--verbose", "-"],
-        input=diff, capture_output=True, text=True, timeout=30, env=_git_env(), errors="replace",
-    )  # fmt: skip
+    # `git apply` reads worktree files through the repository's clean filters: run_git blanks them.
+    try:
+        proc = run_git(repo, "apply", "--check", "--verbose", "-", input=diff, timeout=30, worktree=True)
+    except ToolError as exc:  # git missing or stuck: the diff is not known to apply
+        return str(exc)
     if proc.returncode == 0:
         return None
     return (proc.stderr or proc.stdout).strip()[:1500] or f"git apply exited with {proc.returncode}"
@@ -69,15 +62,14 @@ def search_files(ws: Workspace, terms: list[str], limit: int) -> list[tuple[str,
     lowered = [t.lower() for t in terms]
     scored: list[tuple[str, float]] = []
     for p in ws.files("."):
-        rel = ws.rel(p.resolve())
+        rel = ws.rel(p)
         try:
-            if p.stat().st_size > MAX_SCAN_BYTES:
-                continue
-            data = p.read_bytes()
-        except OSError:
+            # read through the workspace: no symlink, no hard link, nothing swapped in after the listing
+            data = ws.read_bytes(rel, MAX_SCAN_BYTES)
+        except ToolError:
             continue
-        if b"\x00" in data[:4096]:
-            continue  # binary
+        if len(data) > MAX_SCAN_BYTES or b"\x00" in data[:4096]:
+            continue  # too large (generated or data) or binary
         text = data.decode("utf-8", errors="replace").lower()
         score = sum(min(text.count(t), 10) + 5 * (t in rel.lower()) for t in lowered)
         if score:

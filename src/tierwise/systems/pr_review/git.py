@@ -1,24 +1,24 @@
 """The diff a PR review reads: changed files between two refs, from git, confined to one repository.
 
-git runs as a subprocess with ``-C REPO``, no pager, no user or system config (so no external diff tool,
-textconv filter or alias runs), and every ref is checked and resolved to a commit before it is used.
+git runs through :func:`tierwise.tools.gitcmd.run_git`, so nothing the repository under review configures
+(fsmonitor, hooks, external diff, textconv, filters, pagers, signature programs) runs, and every ref is
+checked and resolved to a commit before it is used.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tierwise.errors import InputError
+from tierwise.tools.gitcmd import run_git
 
 # A ref as a user names it; never starting with '-', so it cannot be read as an option.
 _REF = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.~^/@{}+-]{0,199}$")
 _HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,(\d+))? @@")
 _TIMEOUT_S = 30
-_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null", "PATH": "/usr/bin:/bin:/usr/local/bin"}
 
 
 @dataclass(slots=True)
@@ -98,23 +98,9 @@ class DiffSet:
 
 
 def _git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    git = shutil.which("git", path=_ENV["PATH"])
-    if git is None:
-        raise InputError("git is not installed: install git to review a diff")
-    try:
-        proc = subprocess.run(
-            [git, "--no-pager", "-C", str(repo), "-c", "core.quotePath=false", *args],
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=_TIMEOUT_S,
-            env=_ENV,
-            stdin=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired:
-        raise InputError(f"git {args[0]} took longer than {_TIMEOUT_S} s in {repo}") from None
+    proc = run_git(repo, *args, timeout=_TIMEOUT_S, error=InputError)
     if check and proc.returncode != 0:
-        raise InputError(f"git {args[0]} failed in {repo}: {proc.stderr.strip()[:300]}")
+        raise InputError(f"git {args[0]} failed in {repo}: {' '.join(proc.stderr.split())[:300]}")
     return proc
 
 
@@ -195,7 +181,7 @@ def collect_diff(repo: Path | str, base: str, head: str = "HEAD", *, max_files: 
     if proc.returncode != 0:
         raise InputError(f"--base {base!r} and --head {head!r} share no history: there is no diff to review")
     mb = proc.stdout.strip()
-    common = ("--no-ext-diff", "--no-textconv", "--no-color", "--find-renames")
+    common = ("--no-color", "--find-renames")  # run_git adds --no-ext-diff --no-textconv
     listing = _git(top, "diff", *common, "--name-status", "-z", mb, head_sha).stdout
     files: list[FileDiff] = []
     for i, (status, path, old) in enumerate(_parse_name_status(listing)):
