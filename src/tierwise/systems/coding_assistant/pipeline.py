@@ -109,12 +109,14 @@ class _Assistant:
     def find(self, plan: CodePlan, max_files: int) -> list[FileNote]:
         ranked = dict(search_files(self.ws, search_terms(self.request, plan), max_files * 3))
         chosen: dict[str, float] = {}
+        # Only files the workspace would list: a pick that is a link (sym or hard) cannot be read later.
+        readable = {self.ws.rel(p) for p in self.ws.files(".")}
         for f in plan.files:  # the planner's picks first, if they exist inside the repository
             try:
                 real = self.ws.resolve(f.strip())
             except ToolError:  # a path outside the repository or otherwise odd: ignore it
                 continue
-            if real.is_file():
+            if self.ws.rel(real) in readable:
                 rel = self.ws.rel(real)
                 chosen[rel] = ranked.get(rel, 0.0) + 100.0
         for rel, score in ranked.items():

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from tierwise.core import Stakes, Task, TaskKind
 from tierwise.errors import BudgetExceeded, InvalidOutput, ProviderError, TierwiseError
 from tierwise.runtime import Result, Scope
+from tierwise.systems.injection import scan_lines
 from tierwise.systems.pr_review.git import DiffSet, FileDiff
 from tierwise.systems.pr_review.types import (
     SEVERITIES,
@@ -38,12 +39,9 @@ __all__ = ["review", "run_label", "run_metadata"]
 
 T = TypeVar("T")
 
-# Phrases that try to steer a reviewer; finding one in added lines is itself worth a security finding.
-_INJECTION = re.compile(
-    r"ignore (all |any )?(previous|prior|above) instructions|disregard (all |the )?(previous|prior|above)"
-    r"|report no findings|(auto-?)?approve (this|the) (pr|pull request|change)|you are now",
-    re.IGNORECASE,
-)
+INJECTION_TITLE = "Prompt-injection text aimed at reviewers"
+# Found in code and graded in code: a model reading the injection must not be the one to rate it.
+INJECTION_SEVERITY = {True: "high", False: "medium"}  # by whether a strong signal was seen
 
 
 _REVIEWER = (
@@ -163,13 +161,24 @@ class _Review:
         return res, rules + found
 
     def rule_findings(self, fd: FileDiff) -> list[Finding]:
-        """Added lines that try to instruct a reviewer: reported whatever the model concludes."""
-        for n, text in fd.added:
-            if _INJECTION.search(text):
-                title = "Prompt-injection text aimed at reviewers"
-                detail = "An added line addresses automated reviewers; treat the change with suspicion."
-                return [Finding("", fd.path, n, "security", title, detail, source="rule")]
-        return []
+        """Added lines that try to instruct a model (``systems.injection``): one finding per file, at the
+        first such line, reported and graded whatever the models conclude."""
+        hits = scan_lines(fd.added)
+        if not hits:
+            return []
+        kinds = ", ".join(sorted({c for h in hits for c in h.categories}))
+        # The injected text itself is not quoted: the report is read by people and by other tools' models.
+        detail = (
+            f"{len(hits)} added line(s) try to instruct AI reviewers or agents ({kinds}), first at line "
+            f"{hits[0].line}; tierwise treats them as data, but treat the change with suspicion."
+        )
+        severity = INJECTION_SEVERITY[any(h.strong for h in hits)]
+        return [
+            Finding(
+                "", fd.path, hits[0].line, "security", INJECTION_TITLE, detail, severity=severity,
+                severity_source="rule", source="rule",
+            )
+        ]  # fmt: skip
 
     # --- classify (nano by default): duplicates, then severity -------------------------------------------
 
@@ -343,7 +352,7 @@ async def review(scope: Scope, diff: DiffSet, *, options: Options | None = None)
     if len(findings) > opts.max_findings:
         r.warnings.append(f"{len(findings) - opts.max_findings} finding(s) past {opts.max_findings} dropped")
         findings = findings[: opts.max_findings]
-    await asyncio.gather(*(r.grade(f) for f in findings))
+    await asyncio.gather(*(r.grade(f) for f in findings if f.source != "rule"))
     findings.sort(key=_rank)
     for i, f in enumerate(findings, 1):
         f.id = f"F{i}"  # stable, severity-ordered ids for the report

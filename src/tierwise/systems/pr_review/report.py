@@ -24,6 +24,14 @@ _AREA_TEXT = {
     "logic": "Logic error or behaviour change that may be wrong",
     "tests": "Missing, weakened or broken tests",
 }
+# Findings of the injection detector (``source == "rule"``) get a rule of their own, so code scanning can
+# tell "this change carries text aimed at AI tools" from a model's security finding.
+INJECTION_RULE = {
+    "id": "tierwise/prompt-injection",
+    "name": "PromptInjection",
+    "shortDescription": {"text": "Text in the change that tries to instruct AI reviewers or agents"},
+    "properties": {"tags": ["security", "prompt-injection"]},
+}
 _VERDICT = {
     "request_changes": "changes requested (critical or high findings)",
     "comment": "comments (no critical or high findings)",
@@ -52,6 +60,7 @@ def render_markdown(rv: PRReview) -> str:
     if rv.actions:
         lines += ["## Recommended actions", "", *(f"{i}. {a}" for i, a in enumerate(rv.actions, 1)), ""]
     if rv.findings:
+        how = {"rule": ", prompt injection, found in code"}
         lines += ["## Findings", "", "| id | severity | area | location | title |", "|---|---|---|---|---|"]
         lines += [
             f"| {f.id} | {f.severity} | {f.area} | `{_cell(f.file)}:{f.line}` | {_cell(f.title)} |"
@@ -62,7 +71,7 @@ def render_markdown(rv: PRReview) -> str:
             lines += [
                 f"### {f.id} · {f.severity} · {_cell(f.title)}",
                 "",
-                f"`{f.file}:{f.line}` ({f.area})",
+                f"`{f.file}:{f.line}` ({f.area}{how.get(f.source, '')})",
                 "",
             ]
             if f.detail:
@@ -105,6 +114,7 @@ def sarif_log(rv: PRReview) -> dict[str, Any]:
         }
         for area in AREAS
     ]
+    rules.append(INJECTION_RULE)
     results = []
     for f in rv.findings:
         props: dict[str, Any] = {
@@ -116,10 +126,11 @@ def sarif_log(rv: PRReview) -> dict[str, Any]:
         if f.area == "security":
             props["security-severity"] = SECURITY_SCORE[f.severity]
         message = f.title + (f": {f.detail}" if f.detail else "")
+        rule_index = len(AREAS) if f.source == "rule" else AREAS.index(f.area)
         results.append(
             {
-                "ruleId": f"tierwise/{f.area}",
-                "ruleIndex": AREAS.index(f.area),
+                "ruleId": rules[rule_index]["id"],
+                "ruleIndex": rule_index,
                 "level": LEVEL[f.severity],
                 "message": {"text": message},
                 "locations": [

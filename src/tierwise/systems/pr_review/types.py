@@ -67,7 +67,8 @@ class Finding:
     title: str
     detail: str
     severity: str = "medium"
-    severity_source: str = "nano"  # the tier that graded it (the router's decision) | default (no grade)
+    # the tier that graded it (the router's decision) | default (no grade) | rule (graded in code)
+    severity_source: str = "nano"
     source: str = "mini"  # mini | rule (the injection detector)
     duplicates: list[str] = field(default_factory=list)
 
