@@ -28,7 +28,9 @@ OPENAI_TIERS = {
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # TOML has nan and inf literals: a NaN cap compares false to every spend (no cap at all), an infinite
+    # timeout or delay is a hang. No setting of ours means either.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class LedgerConfig(_Section):
@@ -61,6 +63,14 @@ class RetryConfig(_Section):
     base_delay_s: float = Field(default=0.5, ge=0)
     max_delay_s: float = Field(default=20.0, ge=0)
     repair_attempts: int = Field(default=1, ge=0, le=5)
+    # Amplification bounds: requests one call may send over all its models, and a run's retries
+    # (run_min_retries + run_retry_ratio x its calls).
+    max_requests_per_call: int = Field(default=6, ge=1, le=50)
+    run_retry_ratio: float = Field(default=0.5, ge=0, le=10)
+    run_min_retries: int = Field(default=20, ge=0)
+    # A model is skipped for breaker_cooldown_s after breaker_failures consecutive faults.
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_cooldown_s: float = Field(default=30.0, gt=0)
 
 
 class RuleConfig(_Section):
@@ -226,9 +236,19 @@ class Config:
         if not file.is_file():
             raise ConfigError(f"config file {str(file)!r} not found: check --config or TIERWISE_CONFIG")
         try:
-            data = tomllib.loads(file.read_text("utf-8"))
+            text = file.read_text("utf-8")
+        except OSError as exc:
+            raise ConfigError(f"config file {str(file)!r} cannot be read: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{file}: not UTF-8 text (byte {exc.start}): tierwise.toml must be a TOML text file"
+            ) from None
+        try:
+            data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+        except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+            raise ConfigError(f"{file}: not valid TOML: values nest too deeply") from None
         return cls.from_dict(data, source=str(file))
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from tierwise.cli.common import (
@@ -22,8 +22,8 @@ from tierwise.cli.common import (
 from tierwise.cli.ledger_cmds import register as register_ledger_commands
 from tierwise.cli.orchestrate_cmd import register as register_orchestrate_commands
 from tierwise.cli.systems_cmd import register as register_system_commands
+from tierwise.cli.usage import OneLineErrors
 from tierwise.core import parse_kind, parse_tier
-from tierwise.errors import InputError
 
 app = typer.Typer(
     name="tierwise",
@@ -31,6 +31,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=OneLineErrors,
 )
 
 
@@ -53,21 +54,9 @@ def _text(text: str) -> str:
 def _schema(path: Path | None) -> dict[str, Any] | None:
     if path is None:
         return None
-    import jsonschema
+    from tierwise.runtime.validation import load_schema
 
-    if not path.is_file():
-        raise fail(f"schema file {str(path)!r} not found: pass a JSON Schema file")
-    try:
-        schema = json.loads(path.read_text("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise fail(f"schema file {str(path)!r} is not valid JSON: {exc}") from None
-    if not isinstance(schema, dict):
-        raise fail(f"schema file {str(path)!r} must hold a JSON object (a JSON Schema)")
-    try:
-        jsonschema.Draft202012Validator.check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        raise fail(f"schema file {str(path)!r} is not a valid JSON Schema: {exc.message}") from None
-    return schema
+    return guarded(lambda: load_schema(path))
 
 
 @app.command()
@@ -94,8 +83,9 @@ def route(
     if as_json:
         print_json(data)
         return
-    console.print(f"[bold]{data['tier']}[/] → {data['model']}  (kind {data['kind']})")
-    console.print(f"[dim]{data['reason']}[/]")
+    # Model ids and reasons come from the user's config and rules: text, never markup.
+    console.print(f"[bold]{data['tier']}[/] → {escape(data['model'])}  (kind {data['kind']})")
+    console.print(f"[dim]{escape(data['reason'])}[/]")
     if calls_model:
         n = data.get("routing_calls", 0)
         console.print(f"[dim]the {data['router']} router decides with a model: {n} routing call(s) made[/]")
@@ -144,10 +134,13 @@ def ask(
     if as_json:
         print_json(data)
         return
-    console.print(data["output"] if json_schema else data["text"], highlight=False)
+    # A model's answer is printed as it came: "[/]" or "[link=...]" in it must not be read as markup.
+    console.print(data["output"] if json_schema else data["text"], highlight=False, markup=False)
     cost = "unknown" if data["cost_usd"] is None else f"${data['cost_usd']:.6f}"
     notional = " (notional)" if data["notional"] else ""
-    console.print(f"[dim]{data['tier']} · {data['model']} · {cost}{notional} · run {data['run_id'][:12]}[/]")
+    console.print(
+        f"[dim]{data['tier']} · {escape(data['model'])} · {cost}{notional} · run {data['run_id'][:12]}[/]"
+    )
 
 
 @app.command()
@@ -181,13 +174,13 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] =
             return "?" if v is None else f"{v:.3f}{mark}"
 
         table.add_row(
-            r["id"],
+            escape(r["id"]),
             r["tier"],
             price(r["input_per_mtok"]),
             price(r["cached_input_per_mtok"]),
             price(r["output_per_mtok"]),
             f"{r['context_window']:,}",
-            r["serves_tier"] or "",
+            escape(r["serves_tier"] or ""),
         )
     console.print(table)
     console.print("[dim]* notional price: a local model priced like the gpt-5.4 model of its tier[/]")
@@ -195,23 +188,24 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] =
 
 @app.command("chaos-server")
 def chaos_server(
-    port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 8011,
+    port: Annotated[int, typer.Option(help="port on 127.0.0.1 (0 picks a free one)")] = 8011,
     latency: Annotated[float, typer.Option(help="fixed latency per request, seconds")] = 0.0,
     script: Annotated[Path | None, typer.Option(help="JSON script of replies and faults")] = None,
 ) -> None:
     """A fault-injecting OpenAI-compatible server on loopback, for testing pipelines."""
-    from tierwise.testing import serve
+    from tierwise.testing import ChaosServerError, load_script, serve
+    from tierwise.testing.runner import check_options
 
     if script is not None and not script.is_file():
         raise fail(f"script file {str(script)!r} not found")
-    if latency < 0:
-        raise InputError("--latency must be >= 0")
-    serve(
-        host="127.0.0.1",
-        port=port,
-        script=json.loads(script.read_text()) if script else None,
-        latency_s=latency,
-    )
+    try:
+        # Everything is checked, and the port bound, before the server says it is listening.
+        check_options(port, latency)
+        serve(host="127.0.0.1", port=port, script=load_script(script), latency_s=latency)
+    except ChaosServerError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
 
 
 register_ledger_commands(app)

@@ -12,9 +12,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from tierwise.cli.common import console, fail, guarded, load_config, print_json, run_async
+from tierwise.cli.common import (
+    check_budget,
+    console,
+    fail,
+    guarded,
+    load_config,
+    print_json,
+    run_async,
+)
 from tierwise.core import Layer, parse_tier
 from tierwise.errors import InputError
 
@@ -137,8 +146,7 @@ def register(eval_app: typer.Typer) -> None:
         except ValueError:
             raise fail(f"unknown layer {layer!r}: use planning, execution or validation") from None
         tier = guarded(lambda: parse_tier(to))
-        if budget is not None and budget <= 0:
-            raise fail("--budget must be greater than 0")
+        check_budget(budget)
         cases = _read_inputs(inputs)
         config = guarded(load_config)
         adapter = ADAPTERS[system]
@@ -178,4 +186,4 @@ def register(eval_app: typer.Typer) -> None:
                 highlight=False,
             )
         for err in data["errors"]:
-            console.print(f"[yellow]{err}[/]")
+            console.print(f"[yellow]{escape(err)}[/]")

@@ -12,6 +12,8 @@ from rich.tree import Tree
 from tierwise.cli.common import console, fail, guarded, load_config, print_json
 from tierwise.ledger import Ledger
 
+MAX_LIMIT = 100_000
+
 
 def _ledger() -> Ledger:
     config = guarded(load_config)
@@ -36,8 +38,8 @@ def register(app: typer.Typer) -> None:
         """List recent runs with their status and cost."""
         if ctx.invoked_subcommand is not None:
             return
-        if limit <= 0:
-            raise fail("--limit must be greater than 0")
+        if not 1 <= limit <= MAX_LIMIT:  # SQLite's LIMIT is a 64-bit integer: bound it before the query
+            raise fail(f"--limit must be between 1 and {MAX_LIMIT:,}, got {limit}")
         ledger = _ledger()
         try:
             rows = []
@@ -62,14 +64,14 @@ def register(app: typer.Typer) -> None:
             return
         table = Table("run", "kind", "status", "calls", "cost", "started", "label")
         for r in rows:
-            table.add_row(
+            table.add_row(  # labels echo what users typed: text, never markup
                 r["id"][:12],
-                r["kind"],
-                r["status"],
+                escape(r["kind"]),
+                escape(r["status"]),
                 str(r["calls"]),
                 _money(r["cost_usd"], r["notional"]),
                 r["started_at"][:19],
-                r["label"][:50],
+                escape(r["label"][:50]),
             )
         console.print(table)
 
@@ -123,7 +125,8 @@ def register(app: typer.Typer) -> None:
             print_json(data)
             return
         # The run's tree: run → steps → calls (the same nesting as its OpenTelemetry spans).
-        tree = Tree(f"[bold]run {run.id}[/] {run.kind} · {run.status} · {escape(run.label[:80])}")
+        head = " · ".join(escape(v) for v in (run.status, run.label[:80]))
+        tree = Tree(f"[bold]run {escape(run.id)}[/] {escape(run.kind)} · {head}")
         if run.error:
             tree.add(f"[red]{escape(run.error)}[/]")
         branches: dict[str | None, Tree] = {}
@@ -133,9 +136,9 @@ def register(app: typer.Typer) -> None:
             if sid not in branches:
                 label = f"step {sid} · {step_status.get(sid, 'running')}" if sid else "run-level calls"
                 branches[sid] = tree.add(escape(label))
-            status = c["status"] if c["status"] == "ok" else f"[red]{c['status']}[/]"
+            status = c["status"] if c["status"] == "ok" else f"[red]{escape(c['status'])}[/]"
             branches[sid].add(
-                f"{c['operation']} {c['tier']} {escape(c['model'])} {status} "
+                f"{escape(c['operation'])} {c['tier']} {escape(c['model'])} {status} "
                 f"in={c['input_tokens']} out={c['output_tokens']} {_money(c['cost_usd'])} {c['latency_ms']}ms"
                 f" [dim]{escape((c['reason'] or '')[:70])}[/]"
             )
@@ -164,7 +167,7 @@ def register(app: typer.Typer) -> None:
         table = Table(by, "calls", "input", "cached", "output", "cost")
         for r in rows:
             table.add_row(
-                str(r["key"]),
+                escape(str(r["key"])),
                 str(r["calls"]),
                 str(r["input_tokens"]),
                 str(r["cached_input_tokens"]),

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from tierwise.cli.common import check_budget, console, err_console, fail, load_config, print_json, run_async
@@ -30,7 +31,7 @@ class _Progress:
         for col in ("", "step", "tier", "cost"):
             t.add_column(col)
         for step, (status, tier, cost) in self.rows.items():
-            t.add_row(_ICONS.get(status, status), step, tier, cost)
+            t.add_row(_ICONS.get(status, escape(status)), escape(step), escape(tier), escape(cost))
         return t
 
     def event(self, event: str, step: str, info: Mapping[str, Any]) -> None:
@@ -48,16 +49,26 @@ class _Progress:
             self.rows[step] = ["failed", "", str(info.get("error", ""))[:60]]
         self.live.update(self._table())
 
+    def stop(self) -> None:
+        if not self.live.is_started:
+            return
+        self.live.stop()
+        if not err_console.is_terminal:
+            # Off a terminal rich ends the table without a newline: an error after it would share its line.
+            err_console.line()
+
 
 def _show(result: OrchestrationResult) -> None:
     d = result.to_dict()
-    console.print(f"\n[bold]Answer[/]\n{d['answer']}\n", highlight=False)
+    console.print("\n[bold]Answer[/]")
+    console.print(f"{d['answer']}\n", highlight=False, markup=False)  # the model's text, never markup
     t = Table(title=f"run {d['run_id']}", show_lines=False)
     for col in ("step", "kind", "tier", "model", "status", "cost USD"):
         t.add_column(col)
     for s in d["steps"]:
         cost = s["cost_usd"]
-        t.add_row(s["id"], s["kind"], s["tier"], s["model"] or "", s["status"], f"{cost:.6f}" if cost else "")
+        cells = (s["id"], s["kind"], s["tier"], s["model"] or "", s["status"])
+        t.add_row(*map(escape, cells), f"{cost:.6f}" if cost else "")
     console.print(t)
     suffix = " (notional)" if d["notional"] else ""
     total, cf = d["total_cost_usd"], d["all_large_counterfactual_usd"]
@@ -73,7 +84,7 @@ def _show(result: OrchestrationResult) -> None:
     if d["fallback_plan"]:
         console.print("[yellow]the built-in fallback plan was used[/]")
     for w in d["warnings"]:
-        console.print(f"[yellow]warning:[/] {w}", highlight=False)
+        console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
 
 
 def _run(goal: str, workspace: Path | None, budget: float | None, resume: str | None, as_json: bool) -> None:
@@ -89,7 +100,7 @@ def _run(goal: str, workspace: Path | None, budget: float | None, resume: str | 
                 )
             finally:
                 if progress is not None:
-                    progress.live.stop()
+                    progress.stop()
 
     result = run_async(go)
     if as_json:

@@ -220,8 +220,18 @@ class SchemaValidator:
                 return 0.0
             return 1.0
         import jsonschema
+        from referencing import Registry
+        from referencing.exceptions import NoSuchResource, Unresolvable
 
-        return 0.0 if any(jsonschema.Draft202012Validator(schema).iter_errors(data)) else 1.0
+        def refuse(uri: str) -> Any:  # a remote $ref is never fetched: scoring must not touch the network
+            raise NoSuchResource(ref=uri)
+
+        registry = Registry(retrieve=refuse)  # type: ignore[call-arg]
+        try:
+            bad = any(jsonschema.Draft202012Validator(schema, registry=registry).iter_errors(data))
+        except (jsonschema.exceptions.SchemaError, Unresolvable, RecursionError):
+            return 0.0
+        return 0.0 if bad else 1.0
 
 
 @dataclass

@@ -4,7 +4,7 @@ A leaf: it imports nothing else from tierwise, so any part's tests can use it.
 """
 
 from tierwise.testing.instances import minimal_instance
-from tierwise.testing.runner import ChaosServer, load_script, serve
+from tierwise.testing.runner import ChaosServer, ChaosServerError, load_script, serve
 from tierwise.testing.script import (
     Fault,
     FaultKind,
@@ -19,6 +19,7 @@ from tierwise.testing.script import (
 
 __all__ = [
     "ChaosServer",
+    "ChaosServerError",
     "Fault",
     "FaultKind",
     "FaultSchedule",

@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import json
 import logging
+import math
 import os
 import queue
 import re
@@ -22,13 +24,14 @@ from typing import Any, Self
 
 import httpx
 import uvicorn
+from pydantic import ValidationError
 from uvicorn.config import LOGGING_CONFIG
 
 from tierwise.testing.script import Script
 from tierwise.testing.server import build_app
 from tierwise.testing.state import ChaosState
 
-__all__ = ["ChaosServer", "main", "serve"]
+__all__ = ["ChaosServer", "ChaosServerError", "check_options", "main", "serve"]
 
 _READY = "tierwise chaos-server listening on "
 _READY_RE = re.compile(re.escape(_READY) + r"(\S+)")
@@ -36,8 +39,36 @@ _READY_RE = re.compile(re.escape(_READY) + r"(\S+)")
 ScriptLike = Script | Mapping[str, Any] | str | Path | None
 
 
+class ChaosServerError(ValueError):
+    """The chaos server cannot start as asked (a bad script, latency or port); the message is one line."""
+
+
+MAX_LATENCY_S = 3600.0  # an hour per request is already no server at all; more is a typo
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    """pydantic's ('rules', 0, 'fault', 'kind') as rules[0].fault.kind: the entry a user can find."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _validate(data: object, where: str) -> Script:
+    try:
+        return Script.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise ChaosServerError(f"{where}: {_where(err['loc'])}: {msg}{more}") from None
+
+
 def load_script(script: ScriptLike) -> Script:
-    """A `Script` from an object, a dict, a path to a JSON file, or None (empty script)."""
+    """A `Script` from an object, a dict, a path to a JSON file, or None (empty script).
+
+    A file that cannot be read, is not JSON or does not describe a script raises `ChaosServerError`
+    naming the file and the bad entry."""
     if script is None:
         return Script()
     if isinstance(script, Script):
@@ -45,10 +76,34 @@ def load_script(script: ScriptLike) -> Script:
     if isinstance(script, str | Path):
         path = Path(script)
         try:
-            return Script.model_validate_json(path.read_text())
+            raw = path.read_bytes()
         except OSError as exc:
-            raise ValueError(f"cannot read chaos script {path}: {exc}") from exc
-    return Script.model_validate(script)
+            raise ChaosServerError(f"cannot read chaos script {path}: {exc.strerror or exc}") from None
+        return _parse(raw, f"chaos script {path}")
+    return _validate(script, "chaos script")
+
+
+def _parse(raw: bytes | str, where: str) -> Script:
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ChaosServerError(f"{where} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ChaosServerError(f"{where} nests too deeply to be a script") from None
+    return _validate(data, where)
+
+
+def check_options(
+    port: int, latency_s: float, per_token_latency_s: float = 0.0, embedding_dim: int = 64
+) -> None:
+    """What `serve` can be asked: a TCP port (0 picks a free one) and finite, sane latencies."""
+    if not 0 <= port <= 65535:
+        raise ChaosServerError(f"port {port} is not a TCP port: pass 1-65535, or 0 for a free one")
+    if not 1 <= embedding_dim <= 65536:
+        raise ChaosServerError(f"embedding dimension must be between 1 and 65536, got {embedding_dim}")
+    for name, value in (("latency", latency_s), ("per-token latency", per_token_latency_s)):
+        if not (math.isfinite(value) and 0 <= value <= MAX_LATENCY_S):
+            raise ChaosServerError(f"{name} must be between 0 and {MAX_LATENCY_S:g} seconds, got {value}")
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -58,9 +113,19 @@ def _bind(host: str, port: int) -> socket.socket:
     # proto must be IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only then, and
     # without it Nagle + delayed ACK add ~40 ms to every response (headers and body are two writes).
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)  # a burst of concurrent clients must not overflow the accept queue
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)  # a burst of concurrent clients must not overflow the accept queue
+    except (OSError, OverflowError) as exc:
+        sock.close()
+        reason = (
+            "is in use" if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE else "cannot be used"
+        )
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ChaosServerError(
+            f"{host}:{port} {reason} ({detail}): pick another port, or 0 for a free one"
+        ) from None
     return sock
 
 
@@ -98,7 +163,9 @@ def serve(
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Run the chaos server until interrupted (Ctrl+C / SIGTERM). Port 0 picks a free port; the base URL
-    is printed as `tierwise chaos-server listening on URL` and passed to `on_ready`."""
+    is printed as `tierwise chaos-server listening on URL` and passed to `on_ready`. Bad options, a bad
+    script or a port that cannot be bound raise `ChaosServerError` before anything listens."""
+    check_options(port, latency_s, per_token_latency_s, embedding_dim)
     state = ChaosState(
         load_script(script),
         latency_s=latency_s,
@@ -321,19 +388,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--require-key", help="answer 401 unless `Authorization: Bearer KEY`")
     parser.add_argument("--embedding-dim", type=int, default=64)
     args = parser.parse_args(argv)
-    script: ScriptLike = None
-    if args.script == "-":
-        script = Script.model_validate(json.loads(sys.stdin.read() or "{}"))
-    elif args.script:
-        script = Path(args.script)
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
-    with contextlib.suppress(KeyboardInterrupt):
-        serve(
-            args.host,
-            args.port,
-            script,
-            args.latency,
-            per_token_latency_s=args.per_token_latency,
-            embedding_dim=args.embedding_dim,
-            require_key=args.require_key,
-        )
+    try:
+        script: ScriptLike = None
+        if args.script == "-":
+            script = _parse(sys.stdin.read() or "{}", "chaos script on stdin")
+        elif args.script:
+            script = Path(args.script)
+        with contextlib.suppress(KeyboardInterrupt):
+            serve(
+                args.host,
+                args.port,
+                script,
+                args.latency,
+                per_token_latency_s=args.per_token_latency,
+                embedding_dim=args.embedding_dim,
+                require_key=args.require_key,
+            )
+    except ChaosServerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
