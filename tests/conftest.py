@@ -15,9 +15,36 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import secrets_scan
 from tierwise.testing import ChaosServer
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Plant secrets in the environment for the whole run (and the subprocesses it starts)."""
+    secrets_scan.plant()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if any file it wrote under pytest's base temp directory holds a planted secret."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    basetemp = getattr(factory, "_basetemp", None) if factory is not None else None
+    if basetemp is None:  # no test asked for a temp directory: nothing was written there
+        return
+    leaks = secrets_scan.scan_tree(Path(basetemp))
+    if leaks:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        lines = [f"planted secret leaked into {len(leaks)} file(s) under {basetemp}:"]
+        lines += [
+            f"  {path}: {', '.join(v[:12] + '...' for v in found)}" for path, found in sorted(leaks.items())
+        ]
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        for line in lines:
+            if reporter is not None:
+                reporter.write_line(line, red=True, bold=True)
+            else:
+                print(line, file=sys.stderr)
 
 
 @pytest.fixture(scope="session")

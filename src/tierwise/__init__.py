@@ -9,7 +9,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from tierwise import logs as _logs
+
 __version__ = "0.1.0"
+
+_logs.install()  # every part's log records are redacted, whichever module is imported first
 
 _EXPORTS = {
     "Config": "tierwise.config",

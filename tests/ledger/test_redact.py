@@ -7,6 +7,7 @@ import time
 import pytest
 
 from tierwise.ledger import REDACTED, redact
+from tierwise.ledger.redact import redact_obj
 
 SECRETS = {
     "openai": "sk-" + "T3BlbkFJ" * 6,
@@ -123,4 +124,48 @@ def test_fast_enough_for_every_call() -> None:
     start = time.perf_counter()
     for _ in range(1000):
         redact('{"label": "bug", "confidence": 0.9}')
+    assert (time.perf_counter() - start) / 1000 < 50e-6
+
+
+def test_redact_obj_reaches_nested_metadata() -> None:
+    key = SECRETS["openai project"]
+    meta = {
+        "goal": f"rotate {key}",
+        "fallback": False,
+        "calls": 3,
+        "cost": 0.25,
+        "none": None,
+        "notes": ["plain", f"api_key={key}"],
+        "reasons": {"step": "policy", key: "a key as a dict key"},
+        "pair": ("x", key),
+    }
+    out = redact_obj(meta)
+    assert out == {
+        "goal": f"rotate {REDACTED}",
+        "fallback": False,
+        "calls": 3,
+        "cost": 0.25,
+        "none": None,
+        "notes": ["plain", f"api_key={REDACTED}"],
+        "reasons": {"step": "policy", REDACTED: "a key as a dict key"},
+        "pair": ("x", REDACTED),
+    }
+    assert meta["goal"] == f"rotate {key}"  # the caller's dict is not changed
+
+
+def test_redact_obj_returns_clean_values_as_they_are() -> None:
+    # Nothing to redact: the very same objects come back (no copy per call record).
+    meta = {"tiers": {"a": "mini"}, "notes": ["merged a and b"], "n": 1}
+    assert redact_obj(meta) is meta
+    assert redact_obj(["a", ("b", 1)]) == ["a", ("b", 1)]
+    assert redact_obj(3) == 3 and redact_obj(None) is None
+
+
+def test_redact_obj_is_fast_on_clean_metadata() -> None:
+    # Every call and step record's metadata goes through it on the ledger's writer thread.
+    meta = {"escalations": 0, "intent_id": "0123456789abcdef0123456789abcdef", "routing": True, "n": 3}
+    redact_obj(meta)
+    start = time.perf_counter()
+    for _ in range(1000):
+        redact_obj(meta)
     assert (time.perf_counter() - start) / 1000 < 50e-6

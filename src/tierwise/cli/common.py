@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -36,7 +37,11 @@ def load_config() -> Config:
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print one clear line on stderr and return the Exit to raise."""
+    """Print one clear line on stderr, redacted, and return the Exit to raise."""
+    from tierwise.ledger.redact import redact  # loads SQLAlchemy with the ledger: only when failing
+
+    # An error may quote model output or a provider's reply, and either may hold a key.
+    message = redact(message)
     # The message is plain text: brackets such as [[models]] or [local] must not be read as markup.
     err_console.print(Text.assemble(("error: ", "bold red"), message), highlight=False, soft_wrap=True)
     return typer.Exit(code)
@@ -53,9 +58,10 @@ def run_async(fn: Callable[[], Awaitable[T]]) -> T:
 
 
 def check_budget(budget: float | None) -> float | None:
-    """A --budget option: a positive amount in USD, or none."""
-    if budget is not None and budget <= 0:
-        raise fail(f"--budget must be greater than 0, got {budget}: pass a positive amount in USD")
+    """A --budget option: a positive, finite amount in USD, or none."""
+    # `not budget > 0` rather than `budget <= 0`: NaN compares false both ways, and would disable the cap.
+    if budget is not None and not (math.isfinite(budget) and budget > 0):
+        raise fail(f"--budget must be greater than 0 and finite, got {budget}: pass an amount in USD")
     return budget
 
 
@@ -67,4 +73,8 @@ def guarded(fn: Callable[[], T]) -> T:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+    """``--json`` output, redacted: it echoes goals and quotes model output, and ends up in files."""
+    from tierwise.ledger.redact import redact_obj
+
+    # Each string before encoding: an escaped quote or backslash would hide a key from the patterns.
+    sys.stdout.write(json.dumps(redact_obj(data), indent=2, default=str, ensure_ascii=False) + "\n")

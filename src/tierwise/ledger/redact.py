@@ -11,26 +11,33 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from typing import Any
 
 REDACTED = "[REDACTED]"
+# The shortest text any rule below can change ("pwd=abc", "x://a:b@"); shorter text is returned at once.
+_MIN_REDACTABLE = 7
 
 # Environment variables whose values are secrets by naming convention (OPENAI_API_KEY, GH_TOKEN, ...).
 _SECRET_ENV_SUFFIXES = ("_KEY", "_TOKEN", "_SECRET", "_PASSWORD")
 _MIN_ENV_SECRET_LEN = 8  # shorter values ("1", "true") would shred ordinary text
 
-# Case-sensitive token formats, replaced whole.
-_TOKEN_PATTERNS = [
+# Case-sensitive token formats, replaced whole; the trigger is a substring every match contains, a
+# pre-check far cheaper than running the pattern over text that cannot match.
+_TOKEN_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     # PEM private keys, also when the text was cut off before the END line.
-    re.compile(r"-----BEGIN[A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END[A-Z ]*PRIVATE KEY-----|\Z)"),
+    (
+        "-----BEGIN",
+        re.compile(r"-----BEGIN[A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END[A-Z ]*PRIVATE KEY-----|\Z)"),
+    ),
     # OpenAI (sk-, sk-proj-, sk-svcacct-, sk-admin-) and Anthropic (sk-ant-) keys.
-    re.compile(r"sk-(?<![A-Za-z0-9]sk-)(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}"),
+    ("sk-", re.compile(r"sk-(?<![A-Za-z0-9]sk-)(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}")),
     # AWS access key ids: long-term AKIA..., temporary ASIA...
-    re.compile(r"A(?<![A-Z0-9]A)(?:KIA|SIA)[0-9A-Z]{16}(?![A-Z0-9])"),
+    ("IA", re.compile(r"A(?<![A-Z0-9]A)(?:KIA|SIA)[0-9A-Z]{16}(?![A-Z0-9])")),
     # GitHub personal, OAuth, user-to-server, server-to-server and refresh tokens; fine-grained PATs.
-    re.compile(r"gh(?<![A-Za-z0-9]gh)[pousr]_[A-Za-z0-9]{20,}"),
-    re.compile(r"github_pat_(?<![A-Za-z0-9]github_pat_)[A-Za-z0-9_]{20,}"),
+    ("gh", re.compile(r"gh(?<![A-Za-z0-9]gh)[pousr]_[A-Za-z0-9]{20,}")),
+    ("github_pat_", re.compile(r"github_pat_(?<![A-Za-z0-9]github_pat_)[A-Za-z0-9_]{20,}")),
     # Slack bot, user, app, config and refresh tokens.
-    re.compile(r"xox(?<![A-Za-z0-9]xox)[abposr]-[A-Za-z0-9\-]{10,}"),
+    ("xox", re.compile(r"xox(?<![A-Za-z0-9]xox)[abposr]-[A-Za-z0-9\-]{10,}")),
 ]
 
 # Secrets that follow a marker; only the group "v" is replaced so the reader sees what was there
@@ -59,8 +66,9 @@ _MARKED_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
         "bearer",
         re.compile(r"bearer(?<![a-z0-9_]bearer)\s+(?=[a-z0-9._~+/=\-]*[0-9])(?P<v>[a-z0-9._~+/=\-]{16,})"),
     ),
-    # Passwords in URLs: scheme://user:password@host.
-    ("://", re.compile(r"://[^\s:/@]+:(?P<v>[^\s@/]+)@")),
+    # Passwords in URLs: scheme://user:password@host. The trigger is "@", not "://": URLs without
+    # credentials are common in model output and would each cost a failed match.
+    ("@", re.compile(r"://[^\s:/@]+:(?P<v>[^\s@/]+)@")),
     # Assignments; the name must end with the keyword, so ``max_tokens: 100`` is left alone.
     ("key", re.compile(rf"key(?:{_key_lookbehind()})(?![a-z0-9]){_ASSIGN_VALUE}")),
     ("secret", re.compile(rf"secret(?![a-z0-9]){_ASSIGN_VALUE}")),
@@ -124,11 +132,58 @@ def redact(text: str) -> str:
     Also replaces the value of every environment variable named ``*_KEY``, ``*_TOKEN``, ``*_SECRET``
     or ``*_PASSWORD`` (8+ characters), whatever it looks like.
     """
-    if not text:
+    if len(text) < _MIN_REDACTABLE:
         return text
     for value in _env_secrets():
         if value in text:
             text = text.replace(value, REDACTED)
-    for pattern in _TOKEN_PATTERNS:
-        text = pattern.sub(REDACTED, text)
+    for trigger, pattern in _TOKEN_PATTERNS:
+        if trigger in text:
+            text = pattern.sub(REDACTED, text)
     return _redact_marked(text)
+
+
+def redact_obj(value: Any) -> Any:
+    """``redact`` applied to every string inside nested dicts, lists and tuples (keys included).
+
+    For JSON metadata: other values (numbers, booleans, None) are returned as they are, and a
+    container comes back as a new dict or list only when something in it was redacted.
+    """
+    if isinstance(value, str):
+        return redact(value)
+    strings: list[str] = []
+    _strings(value, strings)
+    if not strings:
+        return value
+    # The common case (nothing to redact) in one pass over all the strings joined by a newline, not
+    # a pass per string: a match inside one string is still a match in the joined text (every rule
+    # treats a newline as it treats the start or end of the text), so an unchanged join proves that
+    # every string is unchanged. A match across two strings only costs the walk below.
+    joined = "\n".join(strings)
+    if redact(joined) == joined:
+        return value
+    return _redact_each(value)
+
+
+def _strings(value: Any, out: list[str]) -> None:
+    if isinstance(value, str):
+        out.append(value)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _strings(k, out)
+            _strings(v, out)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _strings(v, out)
+
+
+def _redact_each(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {_redact_each(k): _redact_each(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_each(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_redact_each(v) for v in value)
+    return value
