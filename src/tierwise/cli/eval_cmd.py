@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from tierwise.cli.common import console, fail, guarded, load_config, print_json
@@ -101,7 +102,7 @@ def replay(
         "", "quality", "cost", title=f"replay: {result.router} on {result.n} prompts ({result.split})"
     )
     for p in sorted(result.singles, key=lambda p: p.cost):
-        table.add_row(p.label, f"{p.quality:.4f}", f"{p.cost:.6g}")
+        table.add_row(escape(p.label), f"{p.quality:.4f}", f"{p.cost:.6g}")  # model names from a CSV
     table.add_row("[bold]oracle[/]", f"{result.oracle.quality:.4f}", f"{result.oracle.cost:.6g}")
     if result.budget_point is not None:
         table.add_row(

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from tierwise.cli.common import (
@@ -60,13 +61,14 @@ def _show(d: dict[str, Any]) -> None:
     for col in ("#", "action", "target", "value", "observed", "outcome", "url"):
         t.add_column(col)
     for s in d["steps"]:
-        t.add_row(
-            str(s["n"]), s["action"], s["target"], s["value"][:40], s["observed"], s["outcome"], s["url"]
-        )
+        cells = (s["action"], s["target"], s["value"][:40], s["observed"], s["outcome"], s["url"])
+        t.add_row(str(s["n"]), *map(escape, cells))  # what the model and the page said: text, not markup
     console.print(t)
     verdict = "[green]success[/]" if d["success"] else "[red]not reached[/]"
-    console.print(f"{verdict} — {d['verdict']}", highlight=False)
-    console.print(f"final URL {d['final_url']} (stopped: {d['stopped']})", highlight=False)
+    console.print(f"{verdict} — {escape(d['verdict'])}", highlight=False)
+    console.print(
+        f"final URL {escape(d['final_url'])} (stopped: {escape(str(d['stopped']))})", highlight=False
+    )
     if d["blocked_requests"]:
         console.print(f"[yellow]blocked[/] {len(d['blocked_requests'])} request(s) outside the allowlist")
     console.print(cost_line(d), highlight=False, markup=False)
