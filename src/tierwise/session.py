@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry import trace
+from opentelemetry.trace import StatusCode
 from pydantic import BaseModel
 
 from tierwise.config import Config
 from tierwise.core import Decision, Layer, Stakes, Task, TaskKind, Tier, parse_kind, parse_tier
 from tierwise.errors import InputError
-from tierwise.ledger import Ledger
+from tierwise.ledger import Ledger, redact
 from tierwise.ledger.records import RunRecord, new_id
 from tierwise.ledger.tracing import configure as configure_tracing
 from tierwise.ledger.tracing import tracer
@@ -30,6 +31,7 @@ from tierwise.runtime.result import Result
 from tierwise.runtime.runtime import Runtime, Stream
 from tierwise.runtime.scope import FanOut, Scope
 from tierwise.runtime.shadow import ShadowSampler
+from tierwise.runtime.validation import check_schema
 
 T = TypeVar("T")
 
@@ -156,6 +158,10 @@ class Session:
             if run_id is None:
                 raise InputError("resume needs the run id: pass run_id=... (see `tierwise runs`)")
             stored = await asyncio.to_thread(ledger.get_run, run_id)
+            # One process at a time: a second resume of the same run is refused with the holder's pid.
+            await asyncio.to_thread(ledger.acquire_run, stored.id)
+            # Calls in flight when the run stopped were paid: they count, at their reserved cost.
+            await asyncio.to_thread(ledger.settle_intents, stored.id)
             finished = await asyncio.to_thread(ledger.finished_steps, stored.id)
             paid = await asyncio.to_thread(ledger.calls, stored.id)
             run_id, kind, label = stored.id, stored.kind, stored.label
@@ -177,14 +183,23 @@ class Session:
             # The cap is for the whole run: what its earlier attempts spent counts against it.
             scope.budget.spent_usd = sum(c.cost_usd or 0.0 for c in paid)
         if run_id is None or resume:
+            if not resume:
+                await asyncio.to_thread(ledger.acquire_run, scope.id)
             ledger.start_run(
-                RunRecord(id=scope.id, kind=kind, label=label[:200], budget_usd=usd, metadata=metadata or {})
+                RunRecord(
+                    id=scope.id, kind=kind, label=redact(label)[:200], budget_usd=usd, metadata=metadata or {}
+                )
             )
+            await ledger.aflush()  # durable before any call: a crash leaves a run to resume, not orphans
+        owned = run_id is None or resume  # this process holds the run's lease
         span = tracer().start_span(
             f"run {kind}", attributes={"tierwise.run_id": scope.id, "tierwise.run.kind": kind}
         )
         try:
-            with trace.use_span(span, end_on_exit=True):
+            # The exception is recorded by us, redacted: a user's own tracer provider sees no secret.
+            with trace.use_span(
+                span, end_on_exit=True, record_exception=False, set_status_on_exception=False
+            ):
                 yield scope
         except BaseException as exc:
             status = (
@@ -192,15 +207,26 @@ class Session:
                 else "overrun" if scope.budget.overrun_seen() is not None
                 else "failed"
             )  # fmt: skip
-            ledger.finish_run(scope.id, status, error=str(exc)[:500] or type(exc).__name__)
+            error = redact(str(exc))[:500] or type(exc).__name__
+            span.set_status(StatusCode.ERROR, error[:200])
+            ledger.finish_run(scope.id, status, error=error)
             await ledger.aflush()
+            await self._release(scope.id, owned)
             raise
         overrun = scope.budget.overrun_seen()
         if overrun is not None:
             ledger.finish_run(scope.id, "overrun", error=str(overrun))
+        elif scope.shortfalls:
+            ledger.finish_run(scope.id, "partial", error=redact("; ".join(scope.shortfalls))[:500])
         else:
             ledger.finish_run(scope.id, "ok")
         await ledger.aflush()
+        await self._release(scope.id, owned)
+
+    async def _release(self, run_id: str, owned: bool) -> None:
+        if owned and self.ledger is not None:
+            # Shielded: a cancelled run must still give its lease back.
+            await asyncio.shield(asyncio.to_thread(self.ledger.release_run, run_id))
 
     async def _in_run(
         self, run: Scope | None, kind: str, label: str, fn: Callable[[Scope], Awaitable[T]]
@@ -234,7 +260,8 @@ class Session:
         if model is not None:
             self.config.catalog.get(model)  # fail early with the catalog's message
         output_schema = schema if isinstance(schema, type) and issubclass(schema, BaseModel) else None
-        json_schema = schema if isinstance(schema, dict) else None
+        # A dict schema is the caller's data: checked now (depth, $ref loops, no remote $ref), one line.
+        json_schema = check_schema(schema) if isinstance(schema, dict) else None
         try:
             stakes_value = Stakes(stakes)
         except ValueError:

@@ -83,3 +83,13 @@ async def test_provider_timeout_is_honoured(tmp_path: Path, chaos_server: ChaosS
             await s.call("Classify: card stolen", kind="classify", tier="nano")
     # Every attempt waits the provider's 0.3 s, not the former fixed 60 s per attempt.
     assert time.perf_counter() - started < 8
+
+
+async def test_a_refused_call_costs_zero_not_unknown(chaos_toml: Path, chaos_server: ChaosServer) -> None:
+    async with Session(chaos_toml, budget_usd=1e-9) as s:
+        with pytest.raises(BudgetExceeded):
+            await s.call("Classify: card stolen", kind="classify")
+        with _ledger(chaos_toml) as ledger:
+            (call,) = ledger.calls()
+            assert call.status == "refused" and call.cost_usd == 0.0
+            assert ledger.run_summary(call.run_id)["cost_usd"] == 0.0

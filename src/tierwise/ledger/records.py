@@ -23,7 +23,7 @@ class RunRecord:
     id: str
     kind: str  # ask | route | orchestrate | system:<name> | batch | ...
     label: str = ""  # goal or first words of the request (redacted)
-    status: str = "running"  # running | ok | failed | interrupted
+    status: str = "running"  # running | ok | partial | overrun | failed | interrupted
     budget_usd: float | None = None
     started_at: datetime = field(default_factory=utcnow)
     ended_at: datetime | None = None

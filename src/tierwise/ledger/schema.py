@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -116,6 +117,49 @@ steps = sa.Table(
     sa.Index("ix_steps_run_id", "run_id"),
 )
 
+# Who holds a run right now (host and pid): a second process resuming the same run is refused, and a
+# run whose holder died (kill -9) reads as interrupted instead of "running" forever.
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("run_id", ID, primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("acquired_at", UTCDateTime, nullable=False),
+)
+
+# Calls sent but not yet recorded (write-ahead): the row is written before the request leaves and
+# deleted in the transaction that records the call. Rows left behind by a crash become "interrupted"
+# calls, at their reserved cost, when the run resumes.
+intents = sa.Table(
+    "intents",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("run_id", ID, nullable=False),
+    sa.Column("step_id", sa.String(255), nullable=True),
+    sa.Column("operation", sa.String(16), nullable=False),
+    sa.Column("task_kind", sa.String(64), nullable=False),
+    sa.Column("tier", sa.String(32), nullable=False),
+    sa.Column("model", sa.String(255), nullable=False),
+    sa.Column("provider", sa.String(64), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("reserved_usd", sa.Double, nullable=True),
+    sa.Column("notional", sa.Boolean, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("ix_intents_run_id", "run_id"),
+)
+
+# Each model's circuit breaker as last reported: the dashboard and `tierwise runs` read it here.
+circuits = sa.Table(
+    "circuits",
+    metadata,
+    sa.Column("model", sa.String(255), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("changed_at", UTCDateTime, nullable=False),
+)
+
 
 def normalize_url(url: str) -> URL:
     """Parse a user's ledger URL: a bare path means SQLite; ``postgresql://`` means psycopg 3."""
@@ -151,8 +195,12 @@ def _json_dumps(value: Any) -> str:
     return json.dumps(value, default=str, ensure_ascii=False)
 
 
-def create_engine(url: URL) -> Engine:
-    """One Engine per Ledger, shared by the writer thread and readers."""
+def create_engine(url: URL, *, synchronous: str = "FULL") -> Engine:
+    """One Engine per Ledger, shared by the writer thread and readers.
+
+    ``synchronous`` (SQLite only): FULL makes a commit survive power loss; NORMAL (WAL) survives a killed
+    process at a fraction of the cost, which is what write-ahead intents need on every call.
+    """
     if url.get_backend_name() == "sqlite":
         path = sqlite_path(url)
         connect_args: dict[str, Any] = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S}
@@ -164,7 +212,7 @@ def create_engine(url: URL) -> Engine:
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             engine = sa.create_engine(url, connect_args=connect_args, json_serializer=_json_dumps)
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        sa.event.listen(engine, "connect", functools.partial(_sqlite_pragmas, synchronous=synchronous))
         return engine
     connect_args = {"connect_timeout": PG_CONNECT_TIMEOUT_S} if url.get_backend_name() == "postgresql" else {}
     return sa.create_engine(
@@ -172,14 +220,14 @@ def create_engine(url: URL) -> Engine:
     )
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any, *, synchronous: str = "FULL") -> None:
     cursor = dbapi_conn.cursor()
     try:
         # WAL lets readers (CLI, dashboard) read while the writer writes; synchronous=FULL makes a
         # committed batch survive power loss, not only a killed process. Commits are batched, so the
         # extra fsync per commit is cheap.
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
     finally:
         cursor.close()
@@ -195,7 +243,7 @@ def create_tables(engine: Engine) -> None:
             raise
 
 
-def open_error(url: URL, exc: BaseException) -> LedgerError:
+def open_error(url: URL, exc: BaseException, *, writing: bool = False) -> LedgerError:
     """Why the ledger could not be opened, with the URL (password masked) and the fix."""
     shown = display_url(url)
     # The driver's own first line says what happened ("Connection refused"); the rest is noise.
@@ -225,4 +273,7 @@ def open_error(url: URL, exc: BaseException) -> LedgerError:
             fix = f"check that {where} is a writable folder, or point the ledger URL elsewhere"
     else:
         fix = "check the ledger URL (sqlite:///path/to/ledger.db or postgresql://user@host/db)"
-    return LedgerError(f"cannot open the ledger at {shown}: {text}. Fix: {fix}")
+    what = "cannot write to the ledger" if writing else "cannot open the ledger"
+    if writing and "readonly" in lowered.replace("-", "").replace(" ", ""):
+        fix = "make the ledger file and its folder writable, or point the ledger URL elsewhere"
+    return LedgerError(f"{what} at {shown}: {text}. Fix: {fix}")

@@ -67,6 +67,14 @@ class Providers:
             self._live[name] = provider
         return provider
 
+    def usable(self, name: str) -> bool:
+        """Whether a model on this provider can be called here (configured, with its key and package)."""
+        try:
+            self.get(name)
+        except ProviderError:
+            return False
+        return True
+
     def register(self, name: str, provider: Provider) -> None:
         """Use a ready provider instance under ``name`` (tests, custom adapters)."""
         self._live[name] = provider

@@ -7,15 +7,17 @@ every request a provider sees, and for every request refused before it was sent.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tierwise.core import Decision, Message, Task, Usage
 from tierwise.errors import BudgetExceeded, ProviderError
+from tierwise.ledger.records import new_id
 from tierwise.models.spec import ModelSpec
 from tierwise.models.tokens import count_messages, count_text, count_texts
 from tierwise.providers.base import Completion, Embeddings, Request, StreamChunk
@@ -32,6 +34,7 @@ T = TypeVar("T")
 # Our token count is an estimate of the provider's; reserve a margin so the settled cost stays inside.
 _INPUT_MARGIN = 1.15
 _INPUT_SLACK = 32
+_NOT_SENT = frozenset({"refused", "overrun"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,9 @@ class Leg:
     messages: tuple[Message, ...]
     schema: dict[str, Any] | None = None
     operation: str = "chat"
+    # Write-ahead intents of requests sent and not yet recorded; shared by the legs of one call
+    # (fallback makes new legs), whose attempts run one after another.
+    pending: list[str] = field(default_factory=list, compare=False)
 
     def on(self, spec: ModelSpec, decision: Decision) -> Leg:
         return replace(self, spec=spec, decision=decision)
@@ -64,9 +70,11 @@ class Leg:
         )
 
     def event(self, status: str, **fields: Any) -> CallEvent:
+        # A record of what a sent request did settles its intent; refusals and overrun marks do not.
+        intent = self.pending.pop() if self.pending and status not in _NOT_SENT else None
         return CallEvent(
             self.task, self.decision, self.spec, self.scope, status, self.messages,
-            operation=self.operation, **fields,
+            operation=self.operation, intent=intent, **fields,
         )  # fmt: skip
 
 
@@ -92,7 +100,8 @@ class Attempt:
         try:
             return leg.scope.budget.reserve(usd, tokens, what=f"{what} {leg.spec.id}")
         except BudgetExceeded as exc:
-            self.recorder.record(leg.event("refused", error=str(exc), attempt=n))
+            # Never sent, so it cost nothing: 0, not "unknown" (which would make a run's total unknown).
+            self.recorder.record(leg.event("refused", cost=0.0, error=str(exc), attempt=n))
             raise
 
     def _reserve_call(self, leg: Leg, request: Request, n: int) -> Reservation:
@@ -110,6 +119,7 @@ class Attempt:
             limiter = self.limits.for_model(leg.spec)
             if limiter is not None:
                 await limiter.acquire()
+            await self._intend(leg, reservation)
             return await send(), started
         except ProviderError as exc:
             self._failed(leg, reservation, exc, n, started)
@@ -117,6 +127,23 @@ class Attempt:
         except BaseException:
             leg.scope.budget.release(reservation)
             raise
+
+    async def _intend(self, leg: Leg, reservation: Reservation) -> None:
+        """Write the call down before it leaves, so a crash mid-call cannot lose a paid request.
+        Off the event loop: the write is durable (and waits out a database restart)."""
+        intent = new_id()
+        d, spec = leg.decision, leg.spec
+        reserved = reservation.usd if spec.input_per_mtok is not None else None
+        await asyncio.to_thread(
+            self.recorder.sink.write_intent,
+            {
+                "id": intent, "run_id": leg.scope.id, "step_id": leg.task.step_id,
+                "operation": leg.operation, "task_kind": d.kind.value, "tier": spec.tier.value,
+                "model": spec.id, "provider": spec.provider, "reason": d.reason,
+                "reserved_usd": reserved, "notional": spec.notional,
+            }
+        )  # fmt: skip
+        leg.pending.append(intent)
 
     def _failed(self, leg: Leg, reservation: Reservation, exc: ProviderError, n: int, started: float) -> None:
         leg.scope.budget.release(reservation)

@@ -6,6 +6,7 @@ any number of concurrent calls — asyncio tasks or threads — can never togeth
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 
@@ -21,8 +22,14 @@ class Caps:
     def __post_init__(self) -> None:
         for name in ("usd", "tokens", "calls"):
             value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise InputError(f"budget {name} must be greater than 0, got {value}: pass a positive cap")
+            if value is None:
+                continue
+            # NaN compares false to everything (it would disable the cap) and inf is no cap at all.
+            finite = not isinstance(value, float) or math.isfinite(value)
+            if not (finite and value > 0):
+                raise InputError(
+                    f"budget {name} must be a finite number greater than 0, got {value}: pass a positive cap"
+                )
 
 
 @dataclass(slots=True)

@@ -15,6 +15,7 @@ from opentelemetry.trace import StatusCode
 
 from tierwise.core import Decision, Message, Task, Usage
 from tierwise.ledger.records import CallRecord
+from tierwise.ledger.redact import redact
 from tierwise.ledger.tracing import call_attributes, tracer
 from tierwise.models.spec import ModelSpec
 from tierwise.providers.base import Completion
@@ -29,6 +30,14 @@ class CallSink(Protocol):
     store_prompts: bool
 
     def record_call(self, record: CallRecord) -> None: ...
+
+    def record_circuit(self, model: str, state: str, failures: int, why: str) -> None:
+        """A model's circuit breaker changed state (open, half_open, closed)."""
+        ...
+
+    def write_intent(self, row: dict[str, Any]) -> None:
+        """Durably note a call about to be sent (cleared when its record is written)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +57,7 @@ class CallEvent:
     latency_s: float | None = None
     operation: str = "chat"
     metadata: dict[str, Any] = field(default_factory=dict)
+    intent: str | None = None  # the write-ahead intent this record settles
 
 
 class Recorder:
@@ -76,6 +86,8 @@ class Recorder:
             prompt = json.dumps([m.to_openai() for m in ev.messages])
         meta = {k: v for k, v in ev.task.metadata.items() if isinstance(v, (str, int, float, bool))}
         meta.update(ev.metadata)
+        if ev.intent is not None:
+            meta["intent_id"] = ev.intent
         spec, decision = ev.spec, ev.decision
         self.sink.record_call(
             CallRecord(
@@ -103,12 +115,15 @@ class Recorder:
                 metadata=meta,
             )
         )
+        ev.scope.progress.on_call(ev.cost, ev.status)
         # The span is opened after the fact with the call's real start time; its parent is the current
         # run's (or step's) span, carried by contextvars through asyncio tasks.
         start_ns = time.time_ns() - int(latency * 1e9)
         span = tracer().start_span(f"{ev.operation} {spec.id}", start_time=start_ns)
         if ev.error:
-            span.set_status(StatusCode.ERROR, ev.error[:200])
+            # Redacted before it is cut: a key cut in half would no longer look like one. (The exporter
+            # redacts again; this covers a tracer provider the user installed themselves.)
+            span.set_status(StatusCode.ERROR, redact(ev.error)[:200])
         span.set_attributes(
             call_attributes(
                 operation=ev.operation,

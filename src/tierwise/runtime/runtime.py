@@ -20,6 +20,7 @@ from tierwise.providers.registry import Providers
 from tierwise.routing.base import Router
 from tierwise.routing.kinds import KindInferrer
 from tierwise.runtime.attempt import Attempt, Leg
+from tierwise.runtime.breaker import Breakers
 from tierwise.runtime.escalate import Escalate, Outcome
 from tierwise.runtime.events import CallEvent, CallSink, Recorder
 from tierwise.runtime.fallback import Fallback, RetryPolicy
@@ -57,7 +58,9 @@ class Runtime:
         self.shadow = shadow
         self.recorder = Recorder(ledger)
         self.attempt = Attempt(providers, self.recorder)
-        self.fallback = Fallback(catalog, self.tiers, retry, fallbacks)
+        breakers = Breakers(retry.breaker_failures, retry.breaker_cooldown_s, on_change=ledger.record_circuit)
+        usable = lambda m: providers.usable(m.provider)  # noqa: E731 - a one-line predicate
+        self.fallback = Fallback(catalog, self.tiers, retry, fallbacks, usable=usable, breakers=breakers)
         self.escalate = Escalate(self.fallback, self.recorder, catalog, retry.repair_attempts)
 
     def large_model(self) -> ModelSpec | None:

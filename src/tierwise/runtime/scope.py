@@ -19,7 +19,9 @@ from tierwise.core import Decision, Layer, Stakes, Task, TaskKind, Tier
 from tierwise.errors import InputError
 from tierwise.ledger.records import CallRecord, StepRecord
 from tierwise.ledger.spend import spend_summary
+from tierwise.runtime.breaker import RetryBudget
 from tierwise.runtime.budget import Budget
+from tierwise.runtime.progress import Progress
 
 if TYPE_CHECKING:
     from tierwise.providers.base import Embeddings
@@ -66,6 +68,12 @@ class Scope:
     fan_out: FanOut = field(default_factory=FanOut)
     runtime: Runtime | None = None
     steps: StepSink | None = None
+    # The run's retry budget (created by the runtime's fallback layer on first use).
+    retries: RetryBudget | None = None
+    # Stages, items and spend so far, for a live view; every recorded call adds itself.
+    progress: Progress = field(default_factory=Progress)
+    # Why the run could not cover all of its input (budget, window): it ends "partial", not "ok".
+    shortfalls: list[str] = field(default_factory=list)
     _sems: dict[Tier, asyncio.Semaphore] = field(default_factory=dict, repr=False)
     _global: asyncio.Semaphore | None = field(default=None, repr=False)
 
@@ -143,6 +151,11 @@ class Scope:
         return _Both(sem, self._global)  # the tier's slot first: waiting for it holds no global slot
 
     # --- steps and spend ----------------------------------------------------------------------------
+
+    def partial(self, why: str) -> None:
+        """Say the run could not cover all of its input (what was left and why): it ends ``partial``."""
+        if why not in self.shortfalls:
+            self.shortfalls.append(why)
 
     def step_record(
         self,
