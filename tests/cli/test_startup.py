@@ -82,3 +82,56 @@ def test_help_and_route_import_no_system(workdir: Path) -> None:
     assert all(code == 0 for code in data["codes"].values()), data["codes"]
     assert json.loads(data["route"])["tier"] == "nano", data["route"]
     assert data["stages"] == {"import": [], "help": [], "route": []}
+
+
+# `tierwise --help` as a user runs it, then the modules it loaded: none of the stacks a command needs when it
+# runs (the ledger's SQLAlchemy, the providers' SDKs, pydantic and the models built on it, typer's rich help
+# renderer). Loading them took --help to 2-4 s; a timing-free check holds start-up to what it needs.
+HELP_PROBE = r"""
+import json, sys
+sys.argv = ["tierwise", "--help"]
+try:
+    from tierwise.cli.app import main
+    main()
+except SystemExit as exc:
+    code = exc.code
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+HEAVY_AT_HELP = (
+    "sqlalchemy", "openai", "anthropic", "httpx", "numpy", "opentelemetry", "typer.rich_utils",
+    "tierwise.core", "tierwise.config", "tierwise.ledger", "tierwise.session", "tierwise.runtime",
+    "tierwise.systems",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "heavy"),
+    [
+        # typer itself loads pydantic to parse a group's own options (`runs --limit`), not for the top.
+        (["--help"], (*HEAVY_AT_HELP, "pydantic")),
+        (["runs", "--help"], HEAVY_AT_HELP),
+        (["eval", "--help"], HEAVY_AT_HELP),
+    ],
+)
+def test_help_loads_no_heavy_module(tmp_path: Path, args: list[str], heavy: tuple[str, ...]) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "TIERWISE_CONFIG")}
+    probe = HELP_PROBE.replace('["tierwise", "--help"]', json.dumps(["tierwise", *args]))
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert data["code"] == 0
+    loaded = [m for m in data["modules"] if any(m == h or m.startswith(h + ".") for h in heavy)]
+    assert loaded == []
+
+
+def test_flags_show_as_flags_in_help(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "TIERWISE_CONFIG")}
+    for args in (["runs", "--help"], ["ask", "--help"], ["run", "pr-review", "--help"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "tierwise", *args],
+            cwd=tmp_path, env={**env, "COLUMNS": "100"}, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert "--json" in proc.stdout and "<bool>" not in proc.stdout, proc.stdout

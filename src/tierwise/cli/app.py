@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -23,7 +24,6 @@ from tierwise.cli.ledger_cmds import register as register_ledger_commands
 from tierwise.cli.orchestrate_cmd import register as register_orchestrate_commands
 from tierwise.cli.systems_cmd import register as register_system_commands
 from tierwise.cli.usage import OneLineErrors
-from tierwise.core import parse_kind, parse_tier
 
 app = typer.Typer(
     name="tierwise",
@@ -32,6 +32,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
     cls=OneLineErrors,
+    # Click's plain help: flags read as flags (`--json`, not `--json <bool>`) and rich's help renderer,
+    # a tenth of the start-up, is not loaded for --help.
+    rich_markup_mode=None,
 )
 
 
@@ -67,7 +70,8 @@ def route(
 ) -> None:
     """Decide which tier and model would run TEXT, and why. No answer is generated; a router that reads
     the task with a model (nano, a cascade's judge) says so and makes that routing call."""
-    from tierwise.session import Session  # the ledger (SQLAlchemy) and providers: only when a command runs
+    from tierwise.core import parse_kind  # pydantic and the vocabulary: only when a command runs
+    from tierwise.session import Session  # the ledger (SQLAlchemy) and providers: likewise
 
     text = _text(text)
     if kind is not None:
@@ -103,6 +107,7 @@ def ask(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Route TEXT, call the chosen model, validate, record it in the ledger and print the answer."""
+    from tierwise.core import parse_kind, parse_tier
     from tierwise.session import Session
 
     text = _text(text)
@@ -166,7 +171,14 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] =
     if as_json:
         print_json(rows)
         return
-    table = Table("model", "tier", "in $/M", "cached $/M", "out $/M", "context", "serves")
+    # Ids and prices are never cut (they fold at worst); which model serves each tier is a line below,
+    # with its full id, rather than a column that would push the table past 80 columns.
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("model", no_wrap=True, overflow="fold")
+    table.add_column("tier", min_width=5)
+    for label in ("in", "cached", "out"):  # $ per 1M tokens, as the note below says
+        table.add_column(label, justify="right", no_wrap=True, overflow="fold")
+    table.add_column("context", justify="right", no_wrap=True)
     for r in rows:
         mark = "*" if r["notional"] else ""
 
@@ -174,16 +186,27 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] =
             return "?" if v is None else f"{v:.3f}{mark}"
 
         table.add_row(
-            escape(r["id"]),
+            escape(r["id"]) + (" ◀" if r["serves_tier"] else ""),
             r["tier"],
             price(r["input_per_mtok"]),
             price(r["cached_input_per_mtok"]),
             price(r["output_per_mtok"]),
-            f"{r['context_window']:,}",
-            escape(r["serves_tier"] or ""),
+            _tokens(r["context_window"]),
         )
     console.print(table)
-    console.print("[dim]* notional price: a local model priced like the gpt-5.4 model of its tier[/]")
+    served = ", ".join(f"{tier.value} {escape(mid)}" for tier, mid in config.tiers.items())
+    console.print(f"◀ serving: {served}", highlight=False)
+    note = "prices: $ per 1M tokens · * notional: a local model, priced like gpt-5.4 of its tier"
+    console.print(f"[dim]{note}[/]")
+
+
+def _tokens(n: int) -> str:
+    """A context window, short: 1.05M, 400k, 8.2k, 512 (the exact number is in --json)."""
+    if n >= 1_000_000:
+        return f"{n / 1_000_000:.3g}M"
+    if n >= 1000:
+        return f"{n / 1000:.3g}k"
+    return str(n)
 
 
 @app.command("chaos-server")
@@ -219,7 +242,7 @@ def _eval_app() -> typer.Typer:
     except ModuleNotFoundError as exc:
         if exc.name not in ("tierwise.cli.eval_cmd", "sklearn", "matplotlib"):
             raise
-        eval_app = typer.Typer(no_args_is_help=True)
+        eval_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None)
     from tierwise.cli.eval_shadow import register as register_shadow
     from tierwise.cli.eval_swap import register as register_swap
 

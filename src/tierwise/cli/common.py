@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import sys
@@ -17,6 +16,7 @@ from rich.text import Text
 from tierwise.errors import TierwiseError
 
 if TYPE_CHECKING:
+    from tierwise.cli.progress import Watch
     from tierwise.config import Config  # pydantic and the model catalog: loaded by the first load_config()
 
 T = TypeVar("T")
@@ -47,14 +47,24 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def run_async(fn: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine, turning tierwise's errors into one line and a non-zero exit."""
+def run_async(fn: Callable[[], Awaitable[T]], watch: Watch | None = None) -> T:
+    """Run a coroutine, turning tierwise's errors into one line and a non-zero exit.
+
+    Ctrl-C or SIGTERM cancels the coroutine, so its ``async with`` blocks unwind (the run is recorded
+    ``interrupted``, calls in flight are cancelled), waits at most ``UNWIND_S`` for that, says which run
+    stopped and how to go on (``watch`` knows), and exits 130. A second signal exits at once.
+    """
+    from tierwise.cli.interrupt import Interrupted, run_interruptible
+
     try:
-        return asyncio.run(fn())  # type: ignore[arg-type]
+        return run_interruptible(fn, watch)
+    except Interrupted as exc:
+        raise typer.Exit(exc.code) from None
     except TierwiseError as exc:
         raise fail(str(exc)) from None
-    except KeyboardInterrupt:
-        raise fail("interrupted", 130) from None
+    finally:
+        if watch is not None:
+            watch.stop()  # the live view is cleared before the command prints its result or error
 
 
 def check_budget(budget: float | None) -> float | None:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 eval_app = typer.Typer(
     no_args_is_help=True,
+    rich_markup_mode=None,
     help="Measure routing quality: replay routers on recorded outcomes, train the learned router.",
 )
 

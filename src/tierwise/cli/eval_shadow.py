@@ -8,8 +8,6 @@ import typer
 from rich.table import Table
 
 from tierwise.cli.common import console, fail, guarded, load_config, print_json
-from tierwise.evaluation.shadow import shadow_report
-from tierwise.ledger import Ledger
 
 
 def register(eval_app: typer.Typer) -> None:
@@ -22,6 +20,9 @@ def register(eval_app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     ) -> None:
         """Shadow agreement, escalation rate and cost by task kind and tier, with alarms."""
+        from tierwise.evaluation.shadow import shadow_report
+        from tierwise.ledger import Ledger  # SQLAlchemy: only when the command runs
+
         config = guarded(load_config)
         threshold = config.shadow.alarm_disagreement if alarm is None else alarm
         if not 0 <= threshold <= 1:

@@ -7,7 +7,8 @@ input is one JSON object (one line of an ``--inputs`` JSONL file) with that syst
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -24,7 +25,6 @@ from tierwise.cli.common import (
     print_json,
     run_async,
 )
-from tierwise.core import Layer, parse_tier
 from tierwise.errors import InputError
 
 if TYPE_CHECKING:  # numpy, the runtime and the ledger load only when the experiment runs
@@ -139,6 +139,8 @@ def register(eval_app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     ) -> None:
         """Run the same inputs as configured and with LAYER moved to TIER; compare quality and cost."""
+        from tierwise.core import Layer, parse_tier  # pydantic: only when the command runs
+
         if system not in ADAPTERS:
             raise fail(f"unknown system {system!r}: use one of {', '.join(ADAPTERS)}")
         try:
@@ -151,13 +153,30 @@ def register(eval_app: typer.Typer) -> None:
         config = guarded(load_config)
         adapter = ADAPTERS[system]
 
+        from tierwise.cli.progress import Watch
+
+        watch = Watch()
+
         async def go() -> dict[str, Any]:
             from tierwise.evaluation.swap import swap_experiment
             from tierwise.session import Session
 
             async with Session(config) as s:
+                opened = 0
+
+                @asynccontextmanager
+                async def watched(kind: str, label: str = "", **kw: Any) -> AsyncIterator[Scope]:
+                    # Each arm of each input, and the judge, is a run of its own: the watch follows each.
+                    nonlocal opened
+                    opened += 1
+                    async with s.run(kind, label, **kw) as scope:
+                        arm = kind.rsplit(":", 1)[-1]  # baseline, swapped, then judge
+                        where = "" if arm == "judge" else f" · input {(opened + 1) // 2} of {len(cases)}"
+                        watch.attach(scope, label=arm + where)
+                        yield scope
+
                 report = await swap_experiment(
-                    s.run,
+                    watched,
                     adapter,
                     cases,
                     layer=which,
@@ -168,7 +187,7 @@ def register(eval_app: typer.Typer) -> None:
                 )
                 return report.to_dict()
 
-        data = run_async(go)
+        data = run_async(go, watch)
         if as_json:
             print_json(data)
             return

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
 from tierwise.cli.common import console, fail, guarded, load_config, print_json
-from tierwise.ledger import Ledger
+
+if TYPE_CHECKING:  # SQLAlchemy loads with the ledger: only when a command reads it, not for --help
+    from tierwise.ledger import Ledger
 
 MAX_LIMIT = 100_000
 
 
 def _ledger() -> Ledger:
+    from tierwise.ledger import Ledger
+
     config = guarded(load_config)
     return guarded(lambda: Ledger(config.ledger.url))
 
@@ -26,8 +31,23 @@ def _money(v: float | None, notional: bool = False) -> str:
     return f"${v:.6f}" + ("*" if notional else "")
 
 
+_COUNTS = ("calls", "input_tokens", "cached_input_tokens", "output_tokens")
+
+
+def _total(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The footer of `spend`: sums over the groups; the cost is unknown if any group's is."""
+    costs = [r["cost_usd"] for r in rows]
+    return {
+        **{k: sum(r[k] for r in rows) for k in _COUNTS},
+        "cost_usd": None if any(c is None for c in costs) else sum(costs),
+        "notional": any(r["notional"] for r in rows),
+    }
+
+
 def register(app: typer.Typer) -> None:
-    runs_app = typer.Typer(help="Runs recorded in the ledger.", invoke_without_command=True)
+    runs_app = typer.Typer(
+        help="Runs recorded in the ledger.", invoke_without_command=True, rich_markup_mode=None
+    )
 
     @runs_app.callback()
     def runs(
@@ -62,15 +82,24 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json(rows)
             return
-        table = Table("run", "kind", "status", "calls", "cost", "started", "label")
+        # Ids and costs are never cut (the label and kind wrap instead); the full id is in --json, and
+        # its first 12 characters are what `runs show` and `resume` take.
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        table.add_column("run", no_wrap=True, overflow="fold")
+        table.add_column("kind", overflow="fold")
+        table.add_column("status", no_wrap=True)
+        table.add_column("calls", justify="right", no_wrap=True, min_width=5)
+        table.add_column("cost", justify="right", no_wrap=True, overflow="fold")
+        table.add_column("started", no_wrap=True)
+        table.add_column("label", ratio=1)
         for r in rows:
             table.add_row(  # labels echo what users typed: text, never markup
                 r["id"][:12],
-                escape(r["kind"]),
+                escape(r["kind"].removeprefix("system:")),
                 escape(r["status"]),
                 str(r["calls"]),
                 _money(r["cost_usd"], r["notional"]),
-                r["started_at"][:19],
+                r["started_at"][5:16].replace("T", " "),  # MM-DD HH:MM, UTC
                 escape(r["label"][:50]),
             )
         console.print(table)
@@ -164,14 +193,23 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json(rows)
             return
-        table = Table(by, "calls", "input", "cached", "output", "cost")
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, show_footer=bool(rows))
+        total = _total(rows)
+        # The key (a model or run id) and the costs are never cut; token counts give way first.
+        table.add_column(by, "total", no_wrap=True, overflow="fold")
+        for name, key in (("calls", "calls"), ("input", "input_tokens"), ("cached", "cached_input_tokens")):
+            table.add_column(name, f"{total[key]:,}", justify="right", overflow="fold", min_width=len(name))
+        out = f"{total['output_tokens']:,}"
+        table.add_column("output", out, justify="right", overflow="fold", min_width=6)
+        cost = _money(total["cost_usd"], total["notional"])
+        table.add_column("cost", cost, justify="right", no_wrap=True, overflow="fold")
         for r in rows:
             table.add_row(
                 escape(str(r["key"])),
-                str(r["calls"]),
-                str(r["input_tokens"]),
-                str(r["cached_input_tokens"]),
-                str(r["output_tokens"]),
+                f"{r['calls']:,}",
+                f"{r['input_tokens']:,}",
+                f"{r['cached_input_tokens']:,}",
+                f"{r['output_tokens']:,}",
                 _money(r["cost_usd"], r["notional"]),
             )
         console.print(table)

@@ -7,55 +7,62 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from tierwise.cli.common import check_budget, console, err_console, fail, load_config, print_json, run_async
+from tierwise.cli.common import check_budget, console, fail, load_config, print_json, run_async
 
 if TYPE_CHECKING:  # the runtime and its SDKs load only when the command runs
+    from tierwise.cli.progress import Watch
     from tierwise.orchestration import OrchestrationResult
+    from tierwise.runtime.progress import Progress
 
 _ICONS = {"waiting": "·", "running": "[yellow]…[/]", "done": "[green]✓[/]", "failed": "[red]✗[/]"}
 
 
-class _Progress:
-    """A table of steps and their status, redrawn as the executor reports events."""
+class _Steps:
+    """The plan's steps and their status, from the executor's events; shown above the watch's line.
 
-    def __init__(self) -> None:
+    The events also name the stages (plan, execute N steps, synthesize) on the run's progress, so the
+    line and the piped output say where the run is."""
+
+    def __init__(self, watch: Watch) -> None:
+        self.watch = watch
         self.rows: dict[str, list[str]] = {}
-        self.live = Live(self._table(), console=err_console, refresh_per_second=8, transient=False)
+        self.progress: Progress | None = None
+        watch.extra = self.table
 
-    def _table(self) -> Table:
+    def table(self) -> Table | None:
+        if not self.rows:
+            return None
         t = Table(box=None, show_header=True, header_style="bold")
         for col in ("", "step", "tier", "cost"):
             t.add_column(col)
-        for step, (status, tier, cost) in self.rows.items():
+        for step, (status, tier, cost) in list(self.rows.items()):
             t.add_row(_ICONS.get(status, escape(status)), escape(step), escape(tier), escape(cost))
         return t
 
     def event(self, event: str, step: str, info: Mapping[str, Any]) -> None:
-        if not self.live.is_started:  # started on the first event: input errors print no empty table
-            self.live.start()
+        p = self.progress
         if event == "planned":
-            for sid in info.get("steps", []):
+            steps = list(info.get("steps", []))
+            for sid in steps:
                 self.rows.setdefault(sid, ["waiting", "", ""])
+            if p is not None:
+                p.stage("execute", total=len(steps))
         elif event in ("planning", "synthesis", "start"):
             self.rows[step] = ["running", str(info.get("tier", "")), ""]
+            if p is not None and event != "start":
+                p.stage("plan" if event == "planning" else "synthesize")
         elif event == "done":
             cost = info.get("cost")
             self.rows[step] = ["done", str(info.get("tier", "")), f"${cost:.6f}" if cost is not None else "?"]
+            if p is not None and p.state.stage == "execute":
+                p.advance(note=step)
         elif event == "failed":
             self.rows[step] = ["failed", "", str(info.get("error", ""))[:60]]
-        self.live.update(self._table())
-
-    def stop(self) -> None:
-        if not self.live.is_started:
-            return
-        self.live.stop()
-        if not err_console.is_terminal:
-            # Off a terminal rich ends the table without a newline: an error after it would share its line.
-            err_console.line()
+            if p is not None and p.state.stage == "execute":
+                p.advance(note=f"{step} failed")
 
 
 def _show(result: OrchestrationResult) -> None:
@@ -88,21 +95,27 @@ def _show(result: OrchestrationResult) -> None:
 
 
 def _run(goal: str, workspace: Path | None, budget: float | None, resume: str | None, as_json: bool) -> None:
+    from tierwise.cli.progress import Watch
+    from tierwise.orchestration import RUN_KIND, check_goal, orchestrate
     from tierwise.session import Session
 
-    async def go() -> OrchestrationResult:
-        progress = None if as_json else _Progress()
-        on_event = progress.event if progress is not None else None
-        async with Session(load_config(), budget_usd=budget) as s:
-            try:
-                return await s.orchestrate(
-                    goal, workspace=workspace, budget=budget, resume_run_id=resume, on_event=on_event
-                )
-            finally:
-                if progress is not None:
-                    progress.stop()
+    watch = Watch(resumable=True)
+    steps = _Steps(watch)
 
-    result = run_async(go)
+    async def go() -> OrchestrationResult:
+        # The run is opened here rather than by Session.orchestrate: the watch needs its scope (progress,
+        # and the run id an interrupted orchestration is resumed by).
+        async with Session(load_config(), budget_usd=budget) as s:
+            if resume is None:
+                assert s.runtime is not None
+                check_goal(s.runtime, goal)
+            run = s.run(RUN_KIND, goal[:200], budget_usd=budget, run_id=resume, resume=resume is not None)
+            async with run as scope:
+                watch.attach(scope)
+                steps.progress = scope.progress
+                return await orchestrate(scope, goal, workspace=workspace, on_event=steps.event)
+
+    result = run_async(go, watch)
     if as_json:
         print_json(result.to_dict())
     else:

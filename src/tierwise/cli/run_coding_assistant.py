@@ -77,6 +77,7 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
     ) -> None:
         """Answer REQUEST about --repo or propose a diff: large plans and synthesizes, mini inspects files."""
+        from tierwise.cli.progress import Watch
         from tierwise.session import Session
         from tierwise.systems import coding_assistant as ca
         from tierwise.systems.reporting import check_out, print_cost_line
@@ -95,9 +96,11 @@ def register(app: typer.Typer) -> None:
                 Session(load_config(), budget_usd=budget) as s,
                 s.run(ca.SYSTEM, ca.run_label(request), budget_usd=budget, metadata=meta) as scope,
             ):
+                watch.attach(scope)
                 return await ca.run(scope, ws, request, mode=mode)
 
-        result = run_async(go)
+        watch = Watch()
+        result = run_async(go, watch)
         d = result.to_dict()
         if out is not None:
             guarded(lambda: outputs(out, result))

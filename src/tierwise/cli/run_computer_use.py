@@ -13,13 +13,15 @@ from rich.table import Table
 from tierwise.cli.common import (
     check_budget,
     console,
-    err_console,
     fail,
     guarded,
     load_config,
     print_json,
     run_async,
 )
+
+NOT_REACHED_EXIT = 1  # no evidence of the goal on the final page
+PARTIAL_EXIT = 3  # the budget stopped the run before it finished
 
 if TYPE_CHECKING:  # the system and its dependencies load only when the command runs
     from tierwise.systems.computer_use import ComputerUseResult, StepResult
@@ -90,10 +92,15 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option("--out", help="write the result here (.json or .md); screenshots beside"),
         ] = None,
+        expect: Annotated[
+            list[str] | None,
+            typer.Option("--expect", help="text the final page must show for success (repeatable)"),
+        ] = None,
         budget: Annotated[float | None, typer.Option("--budget", help="cap on this run's spend, USD")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
     ) -> None:
         """Drive headless Chromium toward GOAL: large plans, mini acts, nano classifies outcomes."""
+        from tierwise.cli.progress import Watch
         from tierwise.session import Session
         from tierwise.systems import computer_use
         from tierwise.systems.computer_use import MAX_STEPS_LIMIT
@@ -113,12 +120,8 @@ def register(app: typer.Typer) -> None:
         allowlist = guarded(lambda: computer_use.check_inputs(url, goal, steps, hosts, out))
 
         def progress(step: StepResult) -> None:
-            if not as_json:
-                err_console.print(
-                    f"step {step.n}: {step.action} {step.target} {step.value[:40]} -> {step.outcome}",
-                    highlight=False,
-                    markup=False,
-                )
+            if not as_json:  # above the live view, when there is one
+                watch.say(f"step {step.n}: {step.action} {step.target} {step.value[:40]} -> {step.outcome}")
 
         async def go() -> ComputerUseResult:
             label, meta = computer_use.run_label(goal), computer_use.run_metadata(url, steps, allowlist)
@@ -126,14 +129,24 @@ def register(app: typer.Typer) -> None:
                 Session(load_config(), budget_usd=budget) as s,
                 s.run(computer_use.SYSTEM, label, budget_usd=budget, metadata=meta) as scope,
             ):
-                return await computer_use.run(
-                    scope, url, goal, max_steps=steps, allow_hosts=hosts, out=out, on_step=progress
-                )
+                watch.attach(scope)
+                result = await computer_use.run(
+                    scope, url, goal, max_steps=steps, allow_hosts=hosts, out=out, on_step=progress,
+                    expect=tuple(expect or ()),
+                )  # fmt: skip
+                partial.extend(scope.shortfalls)
+                return result
 
-        d = run_async(go).to_dict()
+        partial: list[str] = []  # the run could not finish its input (the budget stopped it)
+
+        watch = Watch()
+        d = run_async(go, watch).to_dict()
         if out is not None:
             guarded(lambda: _write(out, d))
         if as_json:
             print_json(d)
         else:
             _show(d)
+        # Not reached is not an error (the result is written) but scripts must not read it as success.
+        if partial or not d["success"]:
+            raise typer.Exit(PARTIAL_EXIT if partial else NOT_REACHED_EXIT)

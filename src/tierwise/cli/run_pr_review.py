@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # the system and its dependencies load only when the command 
     from tierwise.systems.pr_review import PRReview
 
 EXTENSIONS = ("md", "json", "sarif")
+PARTIAL_EXIT = 3  # the review was written but did not cover every changed file (see its warnings)
 
 
 def _say(text: str, style: str | None = None) -> None:
@@ -65,6 +66,7 @@ def register(run_app: typer.Typer) -> None:
 
         An empty diff is not an error: it prints a message, writes an empty report and exits 0.
         """
+        from tierwise.cli.progress import Watch
         from tierwise.session import Session
         from tierwise.systems.pr_review import (
             SYSTEM,
@@ -96,9 +98,15 @@ def register(run_app: typer.Typer) -> None:
                 Session(config, budget_usd=budget) as s,
                 s.run(SYSTEM, run_label(diff), budget_usd=budget, metadata=meta) as scope,
             ):
-                return await review(scope, diff, options=opts)
+                watch.attach(scope)
+                rv = await review(scope, diff, options=opts)
+                partial.extend(scope.shortfalls)
+                return rv
 
-        rv = run_async(go)
+        partial: list[str] = []  # why the run could not cover its input: it ends partial, the exit is 3
+
+        watch = Watch()
+        rv = run_async(go, watch)
         written: list[Path] = []
         if out is not None:
             try:
@@ -109,3 +117,5 @@ def register(run_app: typer.Typer) -> None:
             print_json({**rv.to_dict(), "outputs": [str(p) for p in written]})
         else:
             _show(rv, written)
+        if partial:
+            raise typer.Exit(PARTIAL_EXIT)

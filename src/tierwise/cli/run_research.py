@@ -70,6 +70,7 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
     ) -> None:
         """Answer QUESTION from --sources: mini gathers evidence, nano classifies, large synthesizes."""
+        from tierwise.cli.progress import Watch
         from tierwise.session import Session
         from tierwise.systems import research
         from tierwise.systems.reporting import check_out, print_cost_line
@@ -87,9 +88,11 @@ def register(app: typer.Typer) -> None:
                 Session(load_config(), budget_usd=budget) as s,
                 s.run(research.SYSTEM, label, budget_usd=budget, metadata=meta) as scope,
             ):
+                watch.attach(scope)
                 return await research.run(scope, corpus, question)
 
-        result = run_async(go)
+        watch = Watch()
+        result = run_async(go, watch)
         d = result.to_dict()
         if out is not None:
             guarded(lambda: outputs(out, result))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -61,8 +60,11 @@ def register(run_app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
     ) -> None:
         """Triage support tickets: intent and urgency (nano), grounded drafts (mini), escalations (large)."""
+        from tierwise.cli.progress import Watch
         from tierwise.session import Session
         from tierwise.systems.support_triage import (
+            LineWriter,
+            TriageItem,
             fitting_set,
             read_examples,
             read_kb,
@@ -92,17 +94,21 @@ def register(run_app: typer.Typer) -> None:
                 s.run(
                     "system:support-triage", f"{len(tickets)} tickets", budget_usd=budget, metadata=meta
                 ) as scope,
+                LineWriter(out) as write,  # each ticket's line as it finishes, not all at the end
             ):
-                return await triage(scope, tickets, examples=pairs, labels=label_list, kb=passages)
+                watch.attach(scope)
 
-        report = run_async(go)
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with out.open("w", encoding="utf-8") as f:
-                for item in report.items:
-                    f.write(json.dumps(item.to_line(), ensure_ascii=False) + "\n")
-        except OSError as exc:
-            raise fail(f"cannot write --out {str(out)!r}: {exc}") from None
+                def done(n: int, item: TriageItem) -> None:
+                    write(n, item)
+                    path = "+".join(item.tier_path)
+                    watch.say(f"ticket {n + 1}/{len(tickets)}: {item.intent} · {item.action} · {path}")
+
+                return await triage(
+                    scope, tickets, examples=pairs, labels=label_list, kb=passages, on_item=done
+                )
+
+        watch = Watch()
+        report = run_async(go, watch)
         if as_json:
             print_json(report.summary(str(out)))
         else:

@@ -11,7 +11,7 @@ import importlib
 
 import typer
 
-run_app = typer.Typer(help="Run one of the ready systems.", no_args_is_help=True)
+run_app = typer.Typer(help="Run one of the ready systems.", no_args_is_help=True, rich_markup_mode=None)
 
 # Each module defines `register(run_app)` adding its command.
 _SYSTEM_COMMANDS = (

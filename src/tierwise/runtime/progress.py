@@ -8,8 +8,9 @@ new state; they must be quick (a live view redraws on its own clock).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,7 @@ class ProgressState:
 
 
 Listener = Callable[[ProgressState], None]
+T = TypeVar("T")
 
 
 class Progress:
@@ -47,6 +49,12 @@ class Progress:
 
     def advance(self, n: int = 1, note: str = "") -> None:
         self._set(replace(self.state, done=self.state.done + n, note=note or self.state.note))
+
+    async def each(self, aw: Awaitable[T]) -> T:
+        """Await one item's work and count it done: ``gather(*(progress.each(f(x)) for x in xs))``."""
+        result = await aw
+        self.advance()
+        return result
 
     def on_call(self, cost: float | None, status: str) -> None:
         failed = status not in ("ok", "overrun")
