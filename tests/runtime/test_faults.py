@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import chaos_config
 from tierwise import ProviderError, Session
 from tierwise.config import Config
 from tierwise.ledger import Ledger
 from tierwise.testing import ChaosServer
-from tests.conftest import chaos_config
 
 _SIBLING = """
 [[models]]
@@ -36,7 +36,8 @@ def _toml(tmp_path: Path, server: ChaosServer, extra: str = "") -> Path:
 
 
 def _down(*models: str, kind: str = "http_503") -> dict:
-    return {"faults": [{"fault": {"kind": kind, "retry_after_s": 0}, "probability": 1.0, "model": m} for m in models]}
+    fault = {"kind": kind, "retry_after_s": 0}
+    return {"faults": [{"fault": fault, "probability": 1.0, "model": m} for m in models]}
 
 
 def _models_hit(server: ChaosServer) -> list[str]:
@@ -99,9 +100,8 @@ async def test_a_circuit_breaker_skips_a_failing_model_then_probes_it(
 ) -> None:
     extra = "breaker_failures = 2\nbreaker_cooldown_s = 3\n"
     toml = tmp_path / "tierwise.toml"
-    toml.write_text(
-        chaos_config(chaos_server.base_url, f"sqlite:///{tmp_path}/ledger.db").replace("[retry]\n", "[retry]\n" + extra)
-    )
+    text = chaos_config(chaos_server.base_url, f"sqlite:///{tmp_path}/ledger.db")
+    toml.write_text(text.replace("[retry]\n", "[retry]\n" + extra))
     chaos_server.set_script(_down("nano-model"))
     async with Session(toml) as s:
         first = await s.call("Classify: card stolen", kind="classify")

@@ -294,8 +294,112 @@ def test_embedded_default_end_to_end(tmp_path: Path) -> None:
     assert d["notional"] and d["all_large_counterfactual_usd"] >= d["total_cost_usd"] > 0
     assert (tmp_path / "a.md").exists() and (tmp_path / "a.json").exists()
     ledger = Ledger(f"sqlite:///{tmp_path}/ledger.db")
-    tiers = {c.step_id: c.tier for c in ledger.calls(d["run_id"])}
+    # Where the router sent each step (its first call): a 135M model's echo may then escalate it.
+    tiers: dict[str | None, str] = {}
+    for c in ledger.calls(d["run_id"]):
+        tiers.setdefault(c.step_id, c.tier)
     assert tiers.get("plan") == "large" and tiers.get("synthesize") == "large"
     assert tiers.get("inspect:calc.py") == "mini"
-    assert ledger.get_run(d["run_id"]).status == "ok"
+    run = ledger.get_run(d["run_id"])
+    assert run.status == "ok" or (run.status == "partial" and run.error), (run.status, run.error)
+    ledger.close()
+
+
+# --- prompts that fit the window (issue 14) ------------------------------------------------------------
+
+SMALL_WINDOW = 2000
+
+
+def small_window_toml(tmp_path: Path, base_url: str) -> Path:
+    """Large and mini with a 2,000-token window, as a small local model would have."""
+    text = chaos_config(base_url, f"sqlite:///{tmp_path}/ledger.db")
+    text = text.replace("context_window = 100000", f"context_window = {SMALL_WINDOW}")
+    text = text.replace("context_window = 50000", f"context_window = {SMALL_WINDOW}")
+    path = tmp_path / "small.toml"
+    path.write_text(text)
+    return path
+
+
+def big_repo(tmp_path: Path) -> Path:
+    """The calculator plus a 30,000-character module that code search ranks high (it mentions add)."""
+    repo = make_repo(tmp_path)
+    body = "".join(
+        f"def add_{i}(a, b):\n    # add the numbers of batch {i} and log the sum\n    return a + b + {i}\n\n"
+        for i in range(400)
+    )
+    (repo / "big.py").write_text(body[:30_000])
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "big")
+    return repo
+
+
+def prompt_tokens(req: dict) -> int:
+    from tierwise.core import Message
+    from tierwise.models.tokens import count_messages
+
+    msgs = [Message(m["role"], m.get("content") or "") for m in req["body"]["messages"]]
+    return count_messages(msgs)
+
+
+async def test_diff_mode_prompts_fit_a_small_window_and_report_the_cut(
+    chaos_server: ChaosServer, tmp_path: Path
+) -> None:
+    """The 9-minute crash: six 6,000-character files packed into an 8k window. Every request must fit
+    the routed model's window with its output reservation, and the outputs must say what was cut."""
+    repo = big_repo(tmp_path)
+    toml = small_window_toml(tmp_path, chaos_server.base_url)
+    plan = {**PLAN, "files": ["calc.py", "big.py"], "searches": ["add"]}
+    chaos_server.set_script(script(reply("add subtracted.", GOOD_DIFF), plan=plan))
+    async with Session(toml) as s:
+        result = await run(s, repo, REQUEST)
+    reqs = chaos_server.requests("/v1/chat/completions")
+    assert {r["model"] for r in reqs} >= {"large-model", "mini-model"}
+    for r in reqs:
+        assert prompt_tokens(r) + r["body"]["max_tokens"] <= SMALL_WINDOW, (r["model"], prompt_tokens(r))
+    d = result.to_dict()
+    assert d["diff_applies"] is True  # calc.py (ranked first, small) still reached the synthesizer whole
+    cut = {(c["step"], c["input"], c["action"]) for c in d["cut"]}
+    assert ("synthesize", "big.py", "trimmed") in cut or ("synthesize", "big.py", "dropped") in cut
+    assert ("inspect:big.py", "big.py", "trimmed") in cut
+    assert not any(c["input"] == "calc.py" for c in d["cut"])
+    assert any("big.py" in w and "window" in w for w in d["warnings"])  # the console prints warnings
+    md = result.to_markdown()
+    assert "## Cut to fit the model's context window" in md and "`big.py`" in md
+    ledger = Ledger(f"sqlite:///{tmp_path}/ledger.db")
+    assert ledger.get_run(result.run_id).status == "partial"  # not all of the input was read
+    ledger.close()
+
+
+async def test_an_echoed_prompt_is_no_answer(
+    chaos_toml: Path, chaos_server: ChaosServer, tmp_path: Path
+) -> None:
+    """~20 copies of the turn-limit instruction came back as the answer: validation rejects an echo, the
+    runtime repairs and escalates, and what is still an echo is reported as no answer, never shown."""
+    repo = make_repo(tmp_path)
+    limit = "You reached the limit of 2 tool turns. Answer now with what you found, without calling tools."
+    echo = " ".join([limit] * 20)
+    rules = script("unused", plan={**PLAN, "mode": "answer"})["rules"]
+    rules = [
+        rules[0],
+        # the inspector uses its tools twice, then echoes the turn-limit instruction back
+        {"match": {"model": "mini-model", "has_tools": True},
+         "reply": {"tool_calls": [{"name": "read_file", "arguments": {"path": "calc.py"}}]}},
+        *({"match": {"model": m, "user_contains": "limit of 2 tool turns"}, "reply": {"text": echo}}
+          for m in ("mini-model", "large-model")),
+        # the synthesizer writes the whole prompt back
+        {"match": {"model": "large-model", "system_contains": "senior engineer"},
+         "reply": {"text": f"Request: {REQUEST}\nRequest: {REQUEST}\nRequest: {REQUEST}"}},
+    ]  # fmt: skip
+    chaos_server.set_script({"rules": rules})
+    async with Session(chaos_toml) as s:
+        result = await run(s, repo, REQUEST, mode="answer")
+    d = result.to_dict()
+    assert d["answer"] == "" and "_(no answer)_" in result.to_markdown()
+    assert "limit of 2 tool turns" not in json.dumps(d)
+    assert all(f["status"] == "failed" for f in d["files"])
+    assert any("no answer from the synthesis" in w for w in d["warnings"])
+    ledger = Ledger(f"sqlite:///{tmp_path}/ledger.db")
+    invalid = [c for c in ledger.calls(result.run_id) if c.status == "invalid_output"]
+    assert any("repeats the instruction" in (c.error or "") for c in invalid if c.step_id != "synthesize")
+    assert any("repeats lines of the prompt" in (c.error or "") for c in invalid if c.step_id == "synthesize")
     ledger.close()

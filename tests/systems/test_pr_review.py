@@ -609,3 +609,91 @@ async def test_embedded_default_end_to_end(tmp_path: Path, monkeypatch: pytest.M
     assert_valid_sarif(json.loads(out.read_text()))
     assert out.with_suffix(".md").exists() and out.with_suffix(".json").exists()
     assert (tmp_path / "ledger.db").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# prompts that fit the window, answers that are answers (issue 14)
+
+SMALL_WINDOW = 2000
+
+
+def prompt_tokens(req: dict[str, Any]) -> int:
+    from tierwise.core import Message
+    from tierwise.models.tokens import count_messages
+
+    return count_messages([Message(m["role"], m.get("content") or "") for m in req["body"]["messages"]])
+
+
+async def test_a_large_file_is_cut_to_the_window_and_reported_everywhere(
+    chaos_server: ChaosServer, tmp_path: Path
+) -> None:
+    """Two large files were truncated and the Markdown table was the only place that said so: every
+    request fits the routed model's window, and Markdown, JSON, SARIF and the warnings list the cut."""
+    big_before = "".join(f"def f{i}(x):\n    return x + {i}\n\n" for i in range(300))
+    big_after = "".join(f"def f{i}(x):\n    return x * {i}  # changed\n\n" for i in range(300))
+    repo = make_repo(
+        tmp_path / "repo", {**BEFORE, "app/big.py": big_before}, {**AFTER, "app/big.py": big_after}
+    )
+    toml = tmp_path / "small.toml"
+    from tests.conftest import chaos_config
+
+    text = chaos_config(chaos_server.base_url, f"sqlite:///{tmp_path}/ledger.db")
+    toml.write_text(text.replace("context_window = 50000", f"context_window = {SMALL_WINDOW}"))
+    chaos_server.set_script(script(SCRIPT_FINDINGS, SCRIPT_SEVERITIES))
+    async with Session(toml) as s:
+        rv = await review(s, repo, "main")
+    for r in chat(chaos_server):
+        if r["model"] == "mini-model":
+            assert prompt_tokens(r) + r["body"]["max_tokens"] <= SMALL_WINDOW, prompt_tokens(r)
+    big = next(f for f in rv.files if f.path == "app/big.py")
+    assert big.reviewed and big.note.startswith("diff cut to fit")
+    cut = [c for c in rv.cut if c["step"] == "review:app/big.py"]
+    assert cut and {c["action"] for c in cut} <= {"trimmed", "dropped"}
+    assert not any(c["step"] == "review:app/db.py" for c in rv.cut)  # small files stay whole
+    d = rv.to_dict()
+    assert d["cut"] == rv.cut and any("app/big.py" in w and "window" in w for w in d["warnings"])
+    md = render_markdown(rv)
+    assert "## Cut to fit the model's context window" in md and "app/big.py hunk" in md
+    doc = sarif_log(rv)
+    assert_valid_sarif(doc)
+    run = doc["runs"][0]
+    assert run["properties"]["cut"] == rv.cut
+    notes = [n["message"]["text"] for n in run["invocations"][0]["toolExecutionNotifications"]]
+    assert any("app/big.py" in n and "window" in n for n in notes)
+    with Ledger(f"sqlite:///{tmp_path}/ledger.db") as ledger:
+        assert ledger.get_run(rv.run_id).status == "partial"
+
+
+async def test_a_summary_that_echoes_the_repair_prompt_is_not_shown(
+    repo: Path, chaos_toml: Path, chaos_server: ChaosServer
+) -> None:
+    """The summary read "The output is not valid JSON… Reply again with only the corrected JSON": an
+    echo of our own instruction is rejected, and with no valid answer the report says it wrote the
+    summary itself, never the echo."""
+    echo = {"summary": "The output is not valid JSON. Reply again with only the corrected JSON, matching "
+            "the schema exactly.", "actions": ["Reply again with only the corrected JSON"]}  # fmt: skip
+    summarizer = {"model": "large-model", "system_contains": "summary of a pull-request review"}
+    extra = [
+        {"match": summarizer, "times": 1, "reply": {"text": "The output is not valid JSON"}},
+        {"match": summarizer, "reply": {"json": echo}},
+    ]
+    chaos_server.set_script(script(SCRIPT_FINDINGS, SCRIPT_SEVERITIES, extra=extra))
+    async with Session(chaos_toml) as s:
+        rv = await review(s, repo, "main")
+    for text in (render_markdown(rv), json.dumps(rv.to_dict()), json.dumps(sarif_log(rv))):
+        assert "Reply again" not in text
+    assert "no model summary" in rv.summary
+    calls = ledger_calls(chaos_toml, rv.run_id)
+    assert any("repeats the instruction" in (c.error or "") for c in calls if c.step_id == "summary")
+
+
+async def test_a_finding_with_no_text_is_no_finding(
+    repo: Path, chaos_toml: Path, chaos_server: ChaosServer
+) -> None:
+    blank = {"app/util.py": [finding(2, "logic", "   ", "   ")]}
+    chaos_server.set_script(script(blank, SCRIPT_SEVERITIES))
+    async with Session(chaos_toml) as s:
+        rv = await review(s, repo, "main")
+    assert all(f.title.strip() not in ("", "(untitled)") for f in rv.findings)
+    calls = ledger_calls(chaos_toml, rv.run_id)
+    assert any(c.status == "invalid_output" and "whitespace" in (c.error or "") for c in calls)

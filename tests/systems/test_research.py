@@ -393,3 +393,56 @@ def test_embedded_default_end_to_end(tmp_path: Path) -> None:
     assert tiers.get("gather:tea.md") == "mini" and tiers.get("synthesize") == "large"
     assert ledger.get_run(d["run_id"]).status == "ok"
     ledger.close()
+
+
+# --- prompts that fit the window, answers that are answers (issue 14) -----------------------------------
+
+SMALL_WINDOW = 2000
+
+
+def prompt_tokens(req: dict) -> int:
+    from tierwise.core import Message
+    from tierwise.models.tokens import count_messages
+
+    return count_messages([Message(m["role"], m.get("content") or "") for m in req["body"]["messages"]])
+
+
+async def test_long_sources_are_cut_to_the_window_and_reported(
+    chaos_server: ChaosServer, tmp_path: Path
+) -> None:
+    src = make_sources(tmp_path)
+    paragraphs = [
+        f"Paragraph {i}: caffeine and alertness were measured in trial {i}; "
+        + " ".join(f"subject{i}x{j} scored {j * 7 % 13}" for j in range(40))
+        for i in range(12)
+    ]
+    (src / "long.md").write_text("\n\n".join(paragraphs) + "\n")
+    toml = tmp_path / "small.toml"
+    text = chaos_config(chaos_server.base_url, f"sqlite:///{tmp_path}/ledger.db")
+    toml.write_text(text.replace("context_window = 50000", f"context_window = {SMALL_WINDOW}"))
+    chaos_server.set_script(script({"answer": "Yes [1].", "citations": [GOOD]}))
+    result = await research_run(toml, src)
+    for r in chaos_server.requests("/v1/chat/completions"):
+        if r["model"] == "mini-model":
+            assert prompt_tokens(r) + r["body"]["max_tokens"] <= SMALL_WINDOW, prompt_tokens(r)
+    d = result.to_dict()
+    cut = [c for c in d["cut"] if c["step"] == "gather:long.md"]
+    assert cut and all(c["input"].startswith("long.md#") for c in cut)
+    assert not any(c["step"] == "gather:study.md" for c in d["cut"])  # a short source stays whole
+    assert any("long.md#" in w and "window" in w for w in d["warnings"])
+    assert "## Cut to fit the model's context window" in result.to_markdown()
+    with Ledger(f"sqlite:///{tmp_path}/ledger.db") as ledger:
+        assert ledger.get_run(result.run_id).status == "partial"
+
+
+async def test_an_answer_that_repeats_the_question_is_no_answer(
+    chaos_toml: Path, chaos_server: ChaosServer, tmp_path: Path
+) -> None:
+    question = "Does caffeine improve alertness in adults who sleep badly?"
+    chaos_server.set_script(script({"answer": question, "citations": []}))
+    result = await research_run(chaos_toml, make_sources(tmp_path), question)
+    assert result.answer == "" and "_(no answer)_" in result.to_markdown()
+    assert any("no valid synthesis" in w for w in result.warnings)
+    with Ledger(f"sqlite:///{tmp_path}/ledger.db") as ledger:
+        bad = [c for c in ledger.calls(result.run_id) if c.status == "invalid_output"]
+    assert any("repeats lines of the prompt" in (c.error or "") for c in bad)

@@ -19,9 +19,10 @@ from tierwise.models.catalog import Catalog
 from tierwise.models.spec import ModelSpec
 from tierwise.providers.base import Completion
 from tierwise.runtime.attempt import Leg
+from tierwise.runtime.cutoff import brevity_messages, cut_off
 from tierwise.runtime.events import Recorder
 from tierwise.runtime.fallback import Fallback, Send
-from tierwise.runtime.validation import OutputInvalid, repair_messages, validate
+from tierwise.runtime.validation import OutputInvalid, check_answer, repair_messages, validate
 
 CallFn = Callable[[Task], Awaitable[str]]
 
@@ -62,6 +63,7 @@ class Escalate:
         out: Outcome | None = None
         notes: list[str] = []
         repairs = 0
+        structured = task.output_schema is not None or leg.schema is not None
         while True:
             (completion, cost), leg, n = await self.fallback.run(leg, send, notes)
             if out is None:
@@ -70,18 +72,32 @@ class Escalate:
             out.completion, out.leg = completion, leg
             try:
                 # A tool-calling turn is not the final answer: the schema applies once the model answers.
-                output = (
-                    None
-                    if completion.tool_calls
-                    else validate(completion.text, model=task.output_schema, schema=leg.schema)
-                )
+                output = None
+                if not completion.tool_calls:
+                    output = validate(completion.text, model=task.output_schema, schema=leg.schema)
+                    # An answer, not an echo of the prompt (or of our repair instruction), nor nothing.
+                    check_answer(completion.text, output, leg.messages, structured=structured)
             except OutputInvalid as bad:
+                cut = cut_off(completion)
+                if cut:  # named in the ledger and in the error, so a cut reads as a cut, not as bad JSON
+                    bad = OutputInvalid(f"{cut}; {bad.detail}")
                 self.recorder.record(
                     leg.event("invalid_output", completion=completion, cost=cost, error=bad.detail, attempt=n)
                 )
+                if cut and repairs < self.repair_attempts:
+                    # Quoting a cut answer back gets it written at full length again: ask afresh, briefly.
+                    repairs += 1
+                    limit = leg.request().max_output_tokens
+                    leg = replace(leg, messages=brevity_messages(task.messages(), limit))
+                    continue
                 if repairs < self.repair_attempts:
                     repairs += 1
-                    leg = replace(leg, messages=repair_messages(leg.messages, completion.text, bad.detail))
+                    leg = replace(
+                        leg,
+                        messages=repair_messages(
+                            leg.messages, completion.text, bad.detail, structured=structured
+                        ),
+                    )
                     continue
                 up = self._next(leg.spec, chain)
                 if up is None:

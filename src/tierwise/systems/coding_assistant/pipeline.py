@@ -12,15 +12,25 @@ workspace are fixed before any model runs.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from tierwise.core import Stakes, Task, TaskKind
-from tierwise.errors import InvalidOutput, ProviderError
-from tierwise.orchestration.subagent import frame_tool_output, run_subagent
+from tierwise.core import Message, Stakes, Task, TaskKind
+from tierwise.errors import BudgetExceeded, InvalidOutput, ProviderError, RoutingError
+from tierwise.orchestration.fit import (
+    Fitted,
+    Piece,
+    count_text,  # token counting, as prompts are fitted
+    fit_prompt,
+)
+from tierwise.orchestration.fit import report as report_cuts
+from tierwise.orchestration.subagent import SUBAGENT_SYSTEM, frame_tool_output, run_subagent
 from tierwise.runtime import Result, Scope
-from tierwise.systems.coding_assistant.repo import check_inputs, git_apply_check, search_files, search_terms
+from tierwise.systems.coding_assistant.repo import check_inputs, git_apply_check
+from tierwise.systems.coding_assistant.search import rank_files
 from tierwise.systems.coding_assistant.types import (
     CodePlan,
     CodingResult,
@@ -67,6 +77,7 @@ class _Assistant:
     def __init__(self, scope: Scope, ws: Workspace, request: str) -> None:
         self.scope, self.ws, self.request = scope, ws, request
         self.warnings: list[str] = []
+        self.cut: list[dict[str, Any]] = []  # inputs left out of or shortened in a prompt, for the report
 
     def step(
         self,
@@ -85,19 +96,28 @@ class _Assistant:
         more = [f"... and {len(files) - MAX_LISTING} more"] if len(files) > MAX_LISTING else []
         return "\n".join(files[:MAX_LISTING] + more) or "(empty repository)"
 
+    def cuts(self, fitted: Fitted, *, partial: bool = True) -> None:
+        """Report what a prompt left out (JSON, Markdown, console); see ``fit.report``."""
+        report_cuts(fitted, self.scope, self.cut, self.warnings, partial=partial)
+
     async def plan(self, forced: Mode | None) -> CodePlan:
-        task = Task(
-            input=f"Request: {self.request}\n\nRepository files:\n{self.listing()}",
-            kind=TaskKind.PLAN, output_schema=CodePlan, system=_PLANNER,
+        head = f"Request: {self.request}\n\nRepository files:\n"
+        base = Task(
+            input=head, kind=TaskKind.PLAN, output_schema=CodePlan, system=_PLANNER,
             step_id="plan", max_output_tokens=400,
         )  # fmt: skip
         results: list[Result] = []
         try:
-            result = await self.scope.call(task)
+            # The file list is a hint to the planner (code search ranks the files), so a cut is no shortfall.
+            listing = Piece("repository file list", self.listing(), floor=16)
+            fitted = await fit_prompt(self.scope, base, [listing])
+            self.cuts(fitted, partial=False)
+            task = replace(base, input=head + fitted.text())
+            result = await self.scope.call(task, decision=fitted.decision)
             results.append(result)
             assert isinstance(result.output, CodePlan)
             plan = result.output
-        except (InvalidOutput, ProviderError) as exc:
+        except (InvalidOutput, ProviderError, RoutingError) as exc:
             # Without a plan the request's own words drive the search; the run still completes.
             self.warnings.append(f"no plan from the planner ({type(exc).__name__}); searching the request")
             plan = CodePlan()
@@ -107,65 +127,98 @@ class _Assistant:
         return plan
 
     def find(self, plan: CodePlan, max_files: int) -> list[FileNote]:
-        ranked = dict(search_files(self.ws, search_terms(self.request, plan), max_files * 3))
-        chosen: dict[str, float] = {}
         # Only files the workspace would list: a pick that is a link (sym or hard) cannot be read later.
         readable = {self.ws.rel(p) for p in self.ws.files(".")}
-        for f in plan.files:  # the planner's picks first, if they exist inside the repository
+        picks: list[str] = []
+        for f in plan.files:  # the planner's picks, if they exist inside the repository: hints, not verdicts
             try:
-                real = self.ws.resolve(f.strip())
+                rel = self.ws.rel(self.ws.resolve(f.strip()))
             except ToolError:  # a path outside the repository or otherwise odd: ignore it
                 continue
-            if self.ws.rel(real) in readable:
-                rel = self.ws.rel(real)
-                chosen[rel] = ranked.get(rel, 0.0) + 100.0
-        for rel, score in ranked.items():
-            chosen.setdefault(rel, score)
-        top = sorted(chosen.items(), key=lambda x: (-x[1], x[0]))[:max_files]
+            if rel in readable:
+                picks.append(rel)
+        top = rank_files(self.ws, self.request, plan.searches, picks, limit=max_files)
         self.step("search", "ok", top)
         return [FileNote(rel, score) for rel, score in top]
 
     async def inspect(self, note: FileNote, plan: CodePlan, sem: asyncio.Semaphore, turns: int) -> None:
         content = self.ws.read(note.path)[:MAX_FILE_CHARS]
-        task = Task(
-            input=(
-                f"Request: {self.request}\nFocus: {plan.focus or self.request}\nFile: {note.path}\n\n"
-                + frame_tool_output("read_file", content)
-            ),
-            kind=TaskKind.REVIEW_FILE, system=_INSPECTOR,
+        head = f"Request: {self.request}\nFocus: {plan.focus or self.request}\nFile: {note.path}\n\n"
+        tools = workspace_tools(self.ws)
+        base = Task(
+            input=head, kind=TaskKind.REVIEW_FILE, system=_INSPECTOR, tools=tuple(t.spec for t in tools),
             step_id=f"inspect:{note.path}", max_output_tokens=300,
         )  # fmt: skip
         results: tuple[Result, ...] = ()
         async with sem:
             try:
-                res = await run_subagent(self.scope.call, task, workspace_tools(self.ws), max_turns=turns)
+                # Routed first, so the file is cut to the window of the model that will read it.
+                piece = Piece(note.path, content, overhead=_FILE_FRAME)
+                loop = (Message("system", SUBAGENT_SYSTEM),)  # the subagent adds its own system message
+                fitted = await fit_prompt(self.scope, base, [piece], extra=loop)
+                self.cuts(fitted)
+                body = frame_tool_output("read_file", fitted.texts.get(note.path, ""))
+                task = replace(base, input=head + body, tools=())
+                call = functools.partial(self.scope.call, decision=fitted.decision)
+                res = await run_subagent(call, task, tools, max_turns=turns)
                 note.notes, results = res.text, res.results
-            except (InvalidOutput, ProviderError) as exc:
+            except (InvalidOutput, ProviderError, RoutingError) as exc:
                 note.status, note.notes = "failed", f"{type(exc).__name__}: {exc}"[:300]
                 self.warnings.append(f"inspecting {note.path} failed: {note.notes}")
-        self.step(task.step_id or "", note.status, note.notes, results)
+        self.step(base.step_id or "", note.status, note.notes, results)
 
-    def _context(self, notes: list[FileNote], mode: Mode) -> str:
-        parts = [f"Request: {self.request}\n"]
-        for n in notes:
-            parts.append(f"Notes on {n.path}: {n.notes or '(none)'}")
+    def _pieces(self, notes: list[FileNote], mode: Mode) -> list[Piece]:
+        """The synthesizer's inputs, best first: every file's notes (short), then the files by score."""
+        pieces = [
+            Piece(
+                f"notes on {n.path}", n.notes or "(none)", rank=1e6 + n.score, floor=16, overhead=_NOTE_FRAME
+            )
+            for n in notes
+        ]
         if mode == "diff":  # exact contents: the diff's context lines must match them
-            for n in notes:
-                parts.append(
-                    f"\nFile {n.path}:\n"
-                    + frame_tool_output("read_file", self.ws.read(n.path)[:MAX_FILE_CHARS])
-                )
+            pieces += [
+                Piece(n.path, self.ws.read(n.path)[:MAX_FILE_CHARS], rank=n.score, overhead=_FILE_FRAME)
+                for n in notes
+            ]
+        return pieces
+
+    def _context(self, fitted: Fitted, notes: list[FileNote]) -> str:
+        parts = [f"Request: {self.request}\n"]
+        for n in notes:  # the inspectors' notes are derived from file contents: data, framed as such
+            text = fitted.texts.get(f"notes on {n.path}")
+            if text is not None:
+                parts.append(_frame_notes(n.path, text))
+        for n in notes:
+            text = fitted.texts.get(n.path)
+            if text is not None:
+                parts.append(f"\nFile {n.path}:\n" + frame_tool_output("read_file", text))
         return "\n".join(parts)
+
+    async def _synth_call(self, base: Task, tail: str, notes: list[FileNote], mode: Mode) -> Result:
+        """Fit the notes and files around the fixed part (the request, ``tail``) and call the synthesizer."""
+        probe = replace(base, input=f"Request: {self.request}\n{tail}")
+        fitted = await fit_prompt(self.scope, probe, self._pieces(notes, mode))
+        self.cuts(fitted)
+        return await self.scope.call(
+            replace(base, input=self._context(fitted, notes) + tail), decision=fitted.decision
+        )
 
     async def synthesize(self, notes: list[FileNote], mode: Mode) -> tuple[Synthesis, str | None, str | None]:
         system = _SYNTH.format(diff_rule=_DIFF_RULE if mode == "diff" else _NO_DIFF)
-        context = self._context(notes, mode)
         # High stakes: this is the answer or the change the user gets, so it stays on the large tier.
-        task = Task(
-            input=context, kind=TaskKind.SYNTHESIS, stakes=Stakes.HIGH, system=system,
+        base = Task(
+            input="", kind=TaskKind.SYNTHESIS, stakes=Stakes.HIGH, system=system,
             step_id="synthesize", max_output_tokens=MAX_SYNTH_TOKENS,
         )  # fmt: skip
-        first = await self.scope.call(task)
+        try:
+            first = await self._synth_call(base, "", notes, mode)
+        except (InvalidOutput, ProviderError, RoutingError, BudgetExceeded) as exc:
+            # No answer is reported as none: never an echo, never a crash that loses what was spent.
+            why = f"no answer from the synthesis: {type(exc).__name__}: {exc}"[:300]
+            self.warnings.append(why)
+            self.scope.partial(why)
+            self.step("synthesize", "failed", {"answer": ""}, (), why)
+            return Synthesis(""), None, (why if mode == "diff" else None)
         results = [first]
         out = split_reply(first.text)
         if mode == "answer":
@@ -174,26 +227,31 @@ class _Assistant:
         diff = out.diff
         error = git_apply_check(self.ws.root, diff)
         if error is not None:  # one repair round quoting git's complaint, then give up honestly
-            repair = Task(
-                input=(
-                    f"{context}\n\nYour diff:\n```diff\n{diff}```\n"
-                    f"`git apply --check` rejected it:\n{error}\n"
-                    "Give the answer again with a corrected diff whose context lines match the files exactly."
-                ),
-                kind=TaskKind.SYNTHESIS, stakes=Stakes.HIGH, system=system,
-                step_id="repair-diff", max_output_tokens=MAX_SYNTH_TOKENS,
-            )  # fmt: skip
+            tail = (
+                f"\n\nYour diff:\n```diff\n{diff}```\n`git apply --check` rejected it:\n{error}\n"
+                "Give the answer again with a corrected diff whose context lines match the files exactly."
+            )
             try:
-                fixed = await self.scope.call(repair)
+                fixed = await self._synth_call(replace(base, step_id="repair-diff"), tail, notes, mode)
                 results.append(fixed)
                 out = split_reply(fixed.text)
                 diff = out.diff
                 error = git_apply_check(self.ws.root, diff)
-            except (InvalidOutput, ProviderError) as exc:
+            except (InvalidOutput, ProviderError, RoutingError, BudgetExceeded) as exc:
                 error = f"{error} (repair failed: {type(exc).__name__})"
         record = {"answer": out.answer, "diff": diff, "applies": error is None, "error": error}
         self.step("synthesize", "ok" if error is None else "failed", record, results, error)
         return out, (diff if error is None else None), error
+
+
+def _frame_notes(path: str, notes: str) -> str:
+    body = notes.replace("</notes>", "<\\/notes>")  # data cannot close its own frame
+    return f'Notes on {path}:\n<notes file={json.dumps(path)} trust="untrusted-data">\n{body}\n</notes>'
+
+
+# Tokens the frames add around a file and a file's notes (the path is counted as a few more).
+_FILE_FRAME = count_text("\nFile :\n" + frame_tool_output("read_file", "")) + 12
+_NOTE_FRAME = count_text(_frame_notes("", "")) + 12
 
 
 def run_label(request: str) -> str:
@@ -224,12 +282,15 @@ async def run(
     ws = check_inputs(repo.root if isinstance(repo, Workspace) else repo, request)
     request = request.strip()
     job = _Assistant(scope, ws, request)
+    scope.progress.stage("plan")
     plan = await job.plan(mode)
     notes = job.find(plan, max_files)
     if not notes:
         job.warnings.append("code search found no file matching the request")
     sem = asyncio.Semaphore(max(1, concurrency))
-    await asyncio.gather(*(job.inspect(n, plan, sem, max_turns) for n in notes))
+    scope.progress.stage("inspect files", len(notes))
+    await asyncio.gather(*(scope.progress.each(job.inspect(n, plan, sem, max_turns)) for n in notes))
+    scope.progress.stage("synthesize")
     out, diff, error = await job.synthesize(notes, plan.mode)
     # The whole spend summary: the JSON keeps spend_fields of it, the cost line its unknown-cost flag.
     spend = await scope.spend()
@@ -247,4 +308,5 @@ async def run(
         diff_error=error,
         spend=spend,
         warnings=job.warnings,
+        cut=job.cut,
     )

@@ -20,7 +20,8 @@ class CodePlan(BaseModel):
     # lengths: llama.cpp expands maxLength into a grammar too large to parse for long strings.
     searches: list[str] = Field(default_factory=list, max_length=6, description="strings to grep for")
     files: list[str] = Field(default_factory=list, max_length=6, description="likely relevant paths")
-    focus: str = Field(default="", description="what to look for in each file")
+    # Short bounds (≤ 256) stay in the local grammar, so a small model's string closes; long ones do not.
+    focus: str = Field(default="", max_length=240, description="what to look for in each file")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,7 @@ class CodingResult:
     diff_error: str | None
     spend: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    cut: list[dict[str, Any]] = field(default_factory=list)  # inputs cut to fit a model's window
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +90,7 @@ class CodingResult:
             "diff_error": self.diff_error,
             **spend_fields(self.spend),
             "warnings": self.warnings,
+            "cut": self.cut,
         }
 
     def to_markdown(self) -> str:
@@ -100,6 +103,11 @@ class CodingResult:
         if self.files:
             lines += ["## Files inspected", ""]
             lines += [f"- `{f.path}` ({f.status})" for f in self.files]
+            lines.append("")
+        if self.cut:
+            lines += ["## Cut to fit the model's context window", ""]
+            lines += [f"- `{c['input']}`: {c['action']} in {c['step']} ({c['kept_tokens']:,} of "
+                      f"{c['tokens']:,} tokens kept)" for c in self.cut]  # fmt: skip
             lines.append("")
         total, large = self.spend.get("total_cost_usd") or 0.0, self.spend.get("all_large_counterfactual_usd")
         cost = f"Cost ${total:.6f}" + (" (notional)" if self.spend.get("notional") else "")

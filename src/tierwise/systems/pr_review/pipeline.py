@@ -16,10 +16,18 @@ import difflib
 import json
 import re
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from tierwise.core import Stakes, Task, TaskKind
-from tierwise.errors import BudgetExceeded, InvalidOutput, ProviderError, TierwiseError
+from tierwise.errors import BudgetExceeded, InvalidOutput, ProviderError, RoutingError, TierwiseError
+from tierwise.orchestration.fit import (
+    Fitted,
+    Piece,
+    count_text,  # token counting, as prompts are fitted
+    describe,
+    fit_prompt,
+)
 from tierwise.runtime import Result, Scope
 from tierwise.systems.injection import scan_lines
 from tierwise.systems.pr_review.git import DiffSet, FileDiff
@@ -81,6 +89,20 @@ def frame_diff(fd: FileDiff, body: str) -> str:
     )
 
 
+def _hunks(numbered: str) -> list[str]:
+    """A numbered patch split at its @@ headers."""
+    parts: list[list[str]] = []
+    for line in numbered.splitlines():
+        if line.startswith("@@") or not parts:
+            parts.append([])
+        parts[-1].append(line)
+    return ["\n".join(p) for p in parts]
+
+
+def _added(hunk: str) -> int:
+    return sum(1 for line in hunk.splitlines() if line[6:7] == "+")
+
+
 def _norm(text: str) -> str:
     return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
 
@@ -90,6 +112,7 @@ class _Review:
         self.scope, self.diff, self.opts = scope, diff, opts
         self.sem = asyncio.Semaphore(opts.parallel)
         self.warnings: list[str] = []
+        self.cut: list[dict[str, Any]] = []  # inputs cut from a prompt to fit a window, for the report
         self.errors: list[TierwiseError] = []
         # Each stage's Results, so its step record takes tier, model and cost from the router's decisions.
         self.dedup_results: list[Result] = []
@@ -113,10 +136,22 @@ class _Review:
         """Run one model step; a refusal by the budget or a bad answer costs that step, not the review."""
         try:
             return await fn()
-        except (BudgetExceeded, InvalidOutput, ProviderError) as exc:
+        except (BudgetExceeded, InvalidOutput, ProviderError, RoutingError) as exc:
             self.errors.append(exc)
             self.warnings.append(f"{what}: {type(exc).__name__}: {str(exc)[:200]}")
             return None
+
+    def cuts(self, fitted: Fitted, path: str | None = None, res: FileResult | None = None) -> None:
+        """Report what a prompt left out, everywhere: the cut list (JSON, SARIF), warnings (console,
+        SARIF notifications, Markdown) and the file's row. A file's diff cut short makes the run partial."""
+        if not fitted.cuts:
+            return
+        self.cut += [c.to_dict() for c in fitted.cuts]
+        self.warnings.append(describe(fitted.cuts))
+        if path is not None and res is not None and fitted.cuts:
+            total = len(fitted.texts) + sum(c.action == "dropped" for c in fitted.cuts)
+            res.note = f"diff cut to fit: {total - len(fitted.cuts)} of {total} hunk(s) shown whole"
+            self.scope.partial(f"{path}: diff cut to fit the review's context window")
 
     # --- review_file (mini by default): one file each ----------------------------------------------------
 
@@ -125,27 +160,48 @@ class _Review:
         if not fd.reviewable:
             res.note = "deleted" if fd.status == "D" else "binary" if fd.binary else "no textual change"
             return res, []
-        body, cut = fd.numbered(self.opts.max_patch_chars)
         header = f"File: {fd.path} ({fd.additions} added, {fd.deletions} removed lines)"
         if fd.old_path:
             header += f", renamed from {fd.old_path}"
         task = Task(
-            input=f"{header}\n{frame_diff(fd, body)}",
+            input=f"{header}\n{frame_diff(fd, '')}",
             kind=TaskKind.REVIEW_FILE,
             output_schema=FileReview,
             system=_REVIEWER,
             step_id=f"review:{fd.path}",
             max_output_tokens=360,
         )
+        full, _ = fd.numbered(len(fd.patch) * 2 + 1000)  # every line, numbered: cut below, by hunk
+        hunks = _hunks(full)
+        # Hunks with the most added lines first: new code carries the risk. Never more than the user's
+        # max_patch_chars, never more than the routed model's window leaves.
+        pieces = [
+            Piece(f"{fd.path} hunk {i} of {len(hunks)}", h, rank=_added(h) - i / 1000, floor=24)
+            for i, h in enumerate(hunks, 1)
+        ]
+        cap = count_text(full[: self.opts.max_patch_chars]) if len(full) > self.opts.max_patch_chars else None
+
+        async def fitted_call() -> Result:
+            async with self.sem:
+                fitted = await fit_prompt(self.scope, task, pieces, limit=cap)
+                self.cuts(fitted, fd.path, res)
+                body = "\n".join(fitted.texts.values())
+                if len(fitted.texts) < len(hunks):
+                    body += f"\n... ({len(hunks) - len(fitted.texts)} hunk(s) not shown: cut to fit)"
+                assert fitted.decision is not None
+                final = replace(task, input=f"{header}\n{frame_diff(fd, body)}")
+                return await self.scope.call(final, decision=fitted.decision)
+
         rules = self.rule_findings(fd)
-        got = await self.guarded(f"review of {fd.path}", lambda: self.call(task))
+        got = await self.guarded(f"review of {fd.path}", fitted_call)
         if got is None:
-            res.note = "not reviewed: the model step failed (see warnings)"
+            over = isinstance(self.errors[-1], BudgetExceeded)  # appended by guarded, just now
+            res.note = "not reviewed: " + ("over budget" if over else "the model step failed (see warnings)")
             self.step(task.step_id or "", [], status="failed", error=res.note)
             return res, rules
         out = got.output
         assert isinstance(out, FileReview)
-        res.reviewed, res.note = True, "diff truncated" if cut else ""
+        res.reviewed = True
         found = [
             Finding(
                 "",
@@ -253,26 +309,20 @@ class _Review:
 
     async def summarize(self, files: list[FileResult], findings: list[Finding]) -> tuple[str, list[str]]:
         top = findings[:40]
-        facts = {
+        items = {
+            "findings": [
+                {"id": f.id, "severity": f.severity, "area": f.area, "file": f.file, "line": f.line,
+                 "title": f.title}
+                for f in top
+            ],
             "files": [
                 {"path": f.path, "status": f.status, "added": f.additions, "removed": f.deletions}
                 for f in files[:60]
             ],
-            "findings": [
-                {
-                    "id": f.id,
-                    "severity": f.severity,
-                    "area": f.area,
-                    "file": f.file,
-                    "line": f.line,
-                    "title": f.title,
-                }
-                for f in top
-            ],
-        }
+        }  # fmt: skip
         # High stakes: the author reads this summary first and acts on it, so it stays on the large tier.
         task = Task(
-            input="Review data:\n" + json.dumps(facts, ensure_ascii=False),
+            input="Review data:\n{}",
             kind=TaskKind.SYNTHESIS,
             stakes=Stakes.HIGH,
             output_schema=SummaryOut,
@@ -280,7 +330,28 @@ class _Review:
             step_id="summary",
             max_output_tokens=500,
         )
-        got = await self.guarded("summary", lambda: self.call(task))
+        # Each finding and file is one input, whole or not at all (a cut JSON object says nothing): the
+        # most severe findings first, then the files. The report lists them all either way.
+        rows = [(group, row) for group in ("findings", "files") for row in items[group]]
+        pieces = [
+            Piece(f"{group[:-1]} {row.get('id') or row.get('path')}", json.dumps(row, ensure_ascii=False),
+                  rank=-i, floor=10**9)
+            for i, (group, row) in enumerate(rows)
+        ]  # fmt: skip
+
+        async def fitted_call() -> Result:
+            async with self.sem:
+                fitted = await fit_prompt(self.scope, task, pieces, need=0)
+                self.cuts(fitted)
+                facts: dict[str, list[dict[str, Any]]] = {"files": [], "findings": []}
+                for (group, row), piece in zip(rows, pieces, strict=True):
+                    if piece.key in fitted.texts:
+                        facts[group].append(row)
+                assert fitted.decision is not None
+                data = "Review data:\n" + json.dumps(facts, ensure_ascii=False)
+                return await self.scope.call(replace(task, input=data), decision=fitted.decision)
+
+        got = await self.guarded("summary", fitted_call)
         if got is None:
             return _fallback_summary(files, findings), _fallback_actions(findings)
         out = got.output
@@ -335,7 +406,8 @@ async def review(scope: Scope, diff: DiffSet, *, options: Options | None = None)
     base, head = diff.base, diff.head
     r = _Review(scope, diff, opts)
     chosen, skipped = diff.files[: opts.max_files], diff.files[opts.max_files :]
-    pairs = await asyncio.gather(*(r.review_file(fd) for fd in chosen))
+    scope.progress.stage("review files", len(chosen))
+    pairs = await asyncio.gather(*(scope.progress.each(r.review_file(fd)) for fd in chosen))
     files = [p[0] for p in pairs]
     files += [
         FileResult(fd.path, fd.status, fd.additions, fd.deletions, False, "past the file limit")
@@ -345,6 +417,15 @@ async def review(scope: Scope, diff: DiffSet, *, options: Options | None = None)
         r.warnings.append(f"{len(skipped)} file(s) past the limit of {opts.max_files} were not reviewed")
     if chosen and r.errors and not any(f.reviewed for f in files):
         raise r.errors[0]  # nothing could be reviewed: an empty report would be a false all-clear
+    # Input left uncovered (refused by the budget, a failed step, past the file limit) makes the run partial,
+    # and the warning names the files: Markdown, JSON and SARIF all carry it.
+    missed = [
+        f.path for f, fd in zip(files, [*chosen, *skipped], strict=True) if fd.reviewable and not f.reviewed
+    ]
+    if missed:
+        why = f"{len(missed)} of {len(files)} changed file(s) not reviewed: {', '.join(missed)}"
+        r.warnings.append(why)
+        scope.partial(why)
     raw = [f for p in pairs for f in p[1]]
     for i, f in enumerate(raw, 1):
         f.id = f"F{i}"
@@ -352,7 +433,8 @@ async def review(scope: Scope, diff: DiffSet, *, options: Options | None = None)
     if len(findings) > opts.max_findings:
         r.warnings.append(f"{len(findings) - opts.max_findings} finding(s) past {opts.max_findings} dropped")
         findings = findings[: opts.max_findings]
-    await asyncio.gather(*(r.grade(f) for f in findings if f.source != "rule"))
+    scope.progress.stage("grade findings", sum(f.source != "rule" for f in findings))
+    await asyncio.gather(*(scope.progress.each(r.grade(f)) for f in findings if f.source != "rule"))
     findings.sort(key=_rank)
     for i, f in enumerate(findings, 1):
         f.id = f"F{i}"  # stable, severity-ordered ids for the report
@@ -360,6 +442,7 @@ async def review(scope: Scope, diff: DiffSet, *, options: Options | None = None)
     if diff.empty:
         summary, actions = f"No changes between {base} and {head}: nothing to review.", []
     else:
+        scope.progress.stage("summarize")
         summary, actions = await r.summarize(files, findings)
     # The whole spend summary (calls and unknown-cost flag too): the JSON report and the cost line show it.
     spend = await scope.spend()
@@ -378,4 +461,5 @@ async def review(scope: Scope, diff: DiffSet, *, options: Options | None = None)
         actions=actions,
         spend=spend,
         warnings=r.warnings,
+        cut=r.cut,
     )

@@ -87,6 +87,19 @@ def render_markdown(rv: PRReview) -> str:
     lines.append("")
     if rv.warnings:
         lines += ["## Warnings", "", *(f"- {w}" for w in rv.warnings), ""]
+    if rv.cut:
+        lines += [
+            "## Cut to fit the model's context window",
+            "",
+            "| input | step | cut | tokens kept |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| `{_cell(c['input'])}` | {c['step']} | {c['action']} | {c['kept_tokens']:,} of "
+            f"{c['tokens']:,} |"
+            for c in rv.cut
+        ]
+        lines.append("")
     lines += [
         "---",
         f"base `{rv.base_sha[:12]}` · head `{rv.head_sha[:12]}` · run `{rv.run_id}` · {cost_line(rv.spend)}",
@@ -155,7 +168,15 @@ def sarif_log(rv: PRReview) -> dict[str, Any]:
             }
         },
         "originalUriBaseIds": {"SRCROOT": {"uri": root}},
-        "invocations": [{"executionSuccessful": True}],
+        # Warnings (files not reviewed, cut input) as notifications: code scanning shows an incomplete run.
+        "invocations": [
+            {
+                "executionSuccessful": True,
+                "toolExecutionNotifications": [
+                    {"level": "warning", "message": {"text": w}} for w in rv.warnings
+                ],
+            }
+        ],
         "results": results,
         "properties": {
             "verdict": rv.verdict,
@@ -166,6 +187,8 @@ def sarif_log(rv: PRReview) -> dict[str, Any]:
             "baseSha": rv.base_sha,
             "headSha": rv.head_sha,
             "runId": rv.run_id,
+            "notReviewed": [f.path for f in rv.files if not f.reviewed],
+            "cut": rv.cut,
         },
     }
     return {"$schema": SARIF_SCHEMA, "version": "2.1.0", "runs": [run]}

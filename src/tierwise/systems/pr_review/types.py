@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 SYSTEM = "system:pr-review"
 AREAS = ("security", "performance", "logic", "tests")
@@ -18,13 +18,23 @@ Severity = Literal["critical", "high", "medium", "low", "info"]
 # bounds, so they stay small), for hosted models a cap on cost.
 
 
+def _said(value: str) -> str:
+    # min_length only counts characters: an answer of spaces is still no answer.
+    if not value.strip():
+        raise ValueError("must say something, not only whitespace")
+    return value
+
+
 class MiniFinding(BaseModel):
     """One risk mini found in a file; the file is set by the pipeline, not by the model."""
 
     line: int = Field(description="line number in the new file, as shown at the start of the diff line")
     area: Area
-    title: str = Field(max_length=60, description="short title of the problem")
+    # A finding with no title is no finding (an area and a line alone name nothing to fix).
+    title: str = Field(min_length=1, max_length=60, description="short title of the problem")
     detail: str = Field(default="", max_length=120, description="one or two sentences: why it is a risk")
+
+    _title_said = field_validator("title")(_said)
 
 
 class FileReview(BaseModel):
@@ -40,8 +50,10 @@ class DuplicateOut(BaseModel):
 
 
 class SummaryOut(BaseModel):
-    summary: str = Field(max_length=500)
+    summary: str = Field(min_length=1, max_length=500)
     actions: list[Annotated[str, Field(max_length=120)]] = Field(default_factory=list, max_length=4)
+
+    _summary_said = field_validator("summary")(_said)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +117,7 @@ class PRReview:
     actions: list[str]
     spend: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    cut: list[dict[str, Any]] = field(default_factory=list)  # inputs cut from prompts to fit a window
 
     @property
     def verdict(self) -> str:
@@ -133,5 +146,6 @@ class PRReview:
             "removed_duplicates": self.removed_duplicates,
             "files": [f.to_dict() for f in self.files],
             "warnings": self.warnings,
+            "cut": self.cut,
             **self.spend,
         }

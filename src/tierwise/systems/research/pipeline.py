@@ -20,11 +20,14 @@ import asyncio
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from tierwise.core import Decision, Stakes, TaskKind
-from tierwise.errors import InputError, InvalidOutput, ProviderError
+from tierwise.core import Decision, Stakes, Task, TaskKind
+from tierwise.errors import InputError, InvalidOutput, ProviderError, RoutingError
+from tierwise.orchestration.fit import Fitted, Piece, fit_prompt
+from tierwise.orchestration.fit import report as report_cuts
 from tierwise.runtime import Result, Scope
 from tierwise.systems.research.sources import Corpus, Source, load_corpus, normalize
 from tierwise.systems.research.types import (
@@ -80,8 +83,9 @@ def _words(text: str) -> set[str]:
     return {w for w in re.findall(r"[a-z0-9]{3,}", text.lower())}
 
 
-def _select_passages(src: Source, question: str, limit: int = SOURCE_CHARS) -> str:
-    """Passages most similar to the question (word overlap), in document order, up to ``limit`` chars."""
+def _select_passages(src: Source, question: str, limit: int = SOURCE_CHARS) -> list[Piece]:
+    """Passages most similar to the question (word overlap), up to ``limit`` chars, as ranked inputs
+    (best first) for fitting into the routed model's window."""
     q = _words(question)
     ranked = sorted(src.passages, key=lambda p: (-len(q & _words(p.text)), p.n))
     chosen, size = [], 0
@@ -90,7 +94,24 @@ def _select_passages(src: Source, question: str, limit: int = SOURCE_CHARS) -> s
             break
         chosen.append(p)
         size += len(p.text)
-    return "\n".join(f"[{p.n}] {p.text}" for p in sorted(chosen, key=lambda p: p.n))
+    return [
+        Piece(f"{src.path}#{p.n}", p.text, rank=-rank, overhead=6)
+        for rank, p in sorted(enumerate(chosen), key=lambda x: x[1].n)
+    ]
+
+
+def _passages(fitted: Fitted, pieces: list[Piece]) -> str:
+    kept = [p for p in pieces if p.key in fitted.texts]
+    return "\n".join(f"[{p.key.rsplit('#', 1)[1]}] {fitted.texts[p.key]}" for p in kept)
+
+
+def _finding_line(f: FoundEvidence, *, label: bool) -> str:
+    # Findings are data drawn from the sources: framed as such (and so may be quoted back verbatim).
+    tag = f' label="{f.label}"' if label else ""
+    body = (f"{f.claim}\nquote: {f.quote}" if label else f"{f.claim} | quote: {f.quote}").replace(
+        "</finding>", "<\\/finding>"
+    )
+    return f'<finding id="{f.id}"{tag} source="{f.source}" trust="untrusted-data">{body}</finding>'
 
 
 class _Research:
@@ -100,6 +121,11 @@ class _Research:
         self.sem = asyncio.Semaphore(max(1, concurrency))
         self.warnings: list[str] = []
         self.dropped_findings: list[dict[str, Any]] = []
+        self.cut: list[dict[str, Any]] = []  # inputs cut from prompts to fit a window, for the report
+
+    def cuts(self, fitted: Fitted, *, partial: bool) -> None:
+        """Report what a prompt left out (JSON, Markdown, console); see ``fit.report``."""
+        report_cuts(fitted, self.scope, self.cut, self.warnings, partial=partial)
 
     def step(
         self,
@@ -120,17 +146,29 @@ class _Research:
     async def gather(self, src: Source) -> list[Finding]:
         """One source's ranked findings (kind read_docs); quotes not found in it are dropped here."""
         step_id = f"gather:{src.path}"
+        head = f"Research question: {self.question}\n\n"
         task = self.scope.task(
-            f"Research question: {self.question}\n\n" + _frame(src, _select_passages(src, self.question)),
+            head + _frame(src, ""),
             kind=TaskKind.READ_DOCS,
             schema=evidence_model(GATHER_TOKENS, self.k),
             system=_GATHER.format(k=self.k),
             step_id=step_id,
             max_output_tokens=GATHER_TOKENS,
         )
+        pieces = _select_passages(src, self.question)
         async with self.sem:
-            # Routed first, so a failed call's step record still names the tier that was chosen.
-            decision = await self.scope.route(task)
+            # Routed first, so the passages fit the chosen model's window and a failed call's step record
+            # still names the tier that was chosen.
+            try:
+                fitted = await fit_prompt(self.scope, task, pieces)
+            except RoutingError as exc:
+                self.warnings.append(f"no evidence from {src.path}: {exc}"[:300])
+                self.scope.partial(f"{src.path} was not read: no model's window fits it")
+                return []
+            decision = fitted.decision
+            assert decision is not None
+            self.cuts(fitted, partial=True)
+            task = replace(task, input=head + _frame(src, _passages(fitted, pieces)))
             try:
                 result = await self.scope.call(task, decision=decision)
             except (InvalidOutput, ProviderError) as exc:
@@ -164,24 +202,28 @@ class _Research:
         by_id = {f.id: f for f in found}
         batches = [todo[i : i + NANO_BATCH] for i in range(0, len(todo), NANO_BATCH)]
 
-        async def one(batch: list[FoundEvidence]) -> tuple[Decision, Result | Exception]:
-            listing = "\n".join(
-                f'<finding id="{f.id}" source="{f.source}">{f.claim} | quote: {f.quote}</finding>'
-                for f in batch
-            )
+        async def one(batch: list[FoundEvidence]) -> tuple[Decision | None, Result | Exception]:
+            head = f"Research question: {self.question}\n\nFindings (data):\n"
             task = self.scope.task(
-                f"Research question: {self.question}\n\nFindings (data):\n{listing}",
+                head,
                 kind=TaskKind.CLASSIFY,
                 schema=classification_model(len(batch)),
                 system=_CLASSIFY,
                 step_id="classify",
                 max_output_tokens=60 + 40 * len(batch),
             )
-            decision = await self.scope.route(task)
+            # Whole findings or none: a finding left out stays unclassified (and is reported as cut).
+            pieces = [Piece(f"finding {f.id}", _finding_line(f, label=False), floor=10**9) for f in batch]
             try:
-                return decision, await self.scope.call(task, decision=decision)
+                fitted = await fit_prompt(self.scope, task, pieces)
+            except RoutingError as exc:
+                return None, exc
+            self.cuts(fitted, partial=False)
+            try:
+                task = replace(task, input=head + fitted.text())
+                return fitted.decision, await self.scope.call(task, decision=fitted.decision)
             except (InvalidOutput, ProviderError) as exc:
-                return decision, exc
+                return fitted.decision, exc
 
         # A map over the batches: their calls run together (bounded by the scope's fan-out per tier); the
         # answers are applied in batch order, so ``duplicate_of`` only ever points back to earlier findings.
@@ -202,7 +244,8 @@ class _Research:
                 dup = item.duplicate_of
                 if dup is not None and dup in by_id and dup < f.id and by_id[dup].duplicate_of is None:
                     f.duplicate_of = dup
-        last = answers[-1][0] if answers else None  # names the tier when every batch failed
+        # names the tier when every batch failed
+        last = next((d for d, _ in reversed(answers) if d is not None), None)
         self.step("classify", "ok", [f.to_dict() for f in found], results, last)
 
     async def synthesize(
@@ -210,23 +253,37 @@ class _Research:
     ) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
         """The answer; each citation is checked and, if some fail, one repair round is asked for."""
         usable = [f for f in found if f.label != "irrelevant" and f.duplicate_of is None]
-        listing = "\n".join(
-            f'<finding id="{f.id}" label="{f.label}" source="{f.source}">'
-            f"{f.claim}\nquote: {f.quote}</finding>"
+        head = f"Research question: {self.question}\n\nFindings (data), each with its source path:\n"
+        # Whole findings, the most relevant first (supports and contradicts before unclassified ones).
+        pieces = [
+            Piece(f"finding {f.id}", _finding_line(f, label=True), floor=10**9,
+                  rank=f.relevance + (0.5 if f.label in ("supports", "contradicts") else 0) - f.id / 1e6)
             for f in usable
-        )
-        prompt = (
-            f"Research question: {self.question}\n\nFindings (data), each with its source path:\n"
-            f"{listing or '(no evidence was found in the sources)'}"
-        )
+        ]  # fmt: skip
         model = synthesis_model(SYNTH_TOKENS)
         # High stakes: the synthesis is the answer the user reads and the claims they trust; no later
         # stage checks its reasoning (only its quotes), so it goes to the strongest tier by default.
         task = self.scope.task(
-            prompt, kind=TaskKind.SYNTHESIS, stakes=Stakes.HIGH, schema=model, system=_SYNTH,
+            head, kind=TaskKind.SYNTHESIS, stakes=Stakes.HIGH, schema=model, system=_SYNTH,
             step_id="synthesize", max_output_tokens=SYNTH_TOKENS,
         )  # fmt: skip
-        decision = await self.scope.route(task)
+
+        async def fitted(tail: str, base: Task) -> tuple[Task, Decision]:
+            """The task with as many findings as the routed model's window holds, and its decision."""
+            probe = replace(base, input=head + "(findings)" + tail)
+            got = await fit_prompt(self.scope, probe, pieces, need=0)
+            self.cuts(got, partial=True)
+            listing = got.text() or "(no evidence was found in the sources)"
+            assert got.decision is not None
+            return replace(base, input=head + listing + tail), got.decision
+
+        try:
+            task, decision = await fitted("", task)
+        except RoutingError as exc:
+            self.warnings.append(f"no synthesis: {exc}"[:300])
+            self.scope.partial("the synthesis did not run: no model's window fits it")
+            self.step("synthesize", "failed", {}, (), None, str(exc)[:500])
+            return "", [], []
         try:
             result = await self.scope.call(task, decision=decision)
         except InvalidOutput as exc:
@@ -240,20 +297,19 @@ class _Research:
         good, bad = check_citations(out.citations, by_path)
         if bad:
             problems = "\n".join(f"[{b['marker']}] {b['source']}: {b['reason']}" for b in bad)
-            repair = self.scope.task(
-                f"{prompt}\n\nYour previous answer:\n{out.model_dump_json()}\n\nThese citations "
+            tail = (
+                f"\n\nYour previous answer:\n{out.model_dump_json()}\n\nThese citations "
                 f"failed the check (the quote must be copied exactly from the source):\n{problems}\n"
-                "Return the whole synthesis again with every citation fixed or removed.",
-                kind=TaskKind.SYNTHESIS, stakes=Stakes.HIGH, schema=model, system=_SYNTH,
-                step_id="repair-citations", max_output_tokens=SYNTH_TOKENS,
-            )  # fmt: skip
+                "Return the whole synthesis again with every citation fixed or removed."
+            )
             try:
-                fixed = await self.scope.call(repair)
+                repair, again = await fitted(tail, replace(task, step_id="repair-citations"))
+                fixed = await self.scope.call(repair, decision=again)
                 results.append(fixed)
                 assert isinstance(fixed.output, Synthesis)
                 out = fixed.output
                 good, bad = check_citations(out.citations, by_path)
-            except (InvalidOutput, ProviderError) as exc:
+            except (InvalidOutput, ProviderError, RoutingError) as exc:
                 self.warnings.append(f"citation repair failed ({type(exc).__name__}); kept the checked ones")
         answer = out.answer
         kept = {g["marker"] for g in good}
@@ -318,7 +374,8 @@ async def run(
     job.warnings.extend(corpus.warnings)
     # A map over the sources, one call each, in parallel. Not ``run_subagent``: a gather is one structured
     # read of the passages chosen here, with no tools, so a tool loop would have nothing to do.
-    per_source = await asyncio.gather(*(job.gather(s) for s in corpus.sources))
+    scope.progress.stage("read sources", len(corpus.sources))
+    per_source = await asyncio.gather(*(scope.progress.each(job.gather(s)) for s in corpus.sources))
     found = [
         FoundEvidence(0, src.path, f.passage, f.quote, f.claim, f.relevance)
         for src, fs in zip(corpus.sources, per_source, strict=True)
@@ -327,7 +384,9 @@ async def run(
     for i, f in enumerate(found, 1):
         f.id = i
     if found:
+        scope.progress.stage("classify evidence")
         await job.classify(found)
+    scope.progress.stage("synthesize")
     answer, good, bad = await job.synthesize(found, corpus.by_path())
     return ResearchResult(
         run_id=scope.id,
@@ -340,4 +399,5 @@ async def run(
         sources=[{"path": s.path, "kind": s.kind, "passages": len(s.passages)} for s in corpus.sources],
         spend=await scope.spend(),
         warnings=job.warnings,
+        cut=job.cut,
     )

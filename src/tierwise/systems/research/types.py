@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, Field, create_model, field_validator
 
 from tierwise.systems.reporting import spend_fields
 from tierwise.systems.research.sources import normalize
@@ -17,8 +17,9 @@ Label = Literal["supports", "contradicts", "irrelevant"]
 
 class Finding(BaseModel):
     passage: int = Field(description="number of the passage the quote is from")
-    quote: str = Field(description="a span copied exactly from the passage")
-    claim: str = Field(description="what the passage says, one sentence")
+    # String bounds (≤ 256 stay in the local grammar) keep a small model's finding from running on.
+    quote: str = Field(max_length=240, description="a span copied exactly from the passage")
+    claim: str = Field(max_length=200, description="what the passage says, one sentence")
     relevance: int = Field(default=1, description="0 none, 1 weak, 2 strong, 3 direct")
 
 
@@ -43,8 +44,16 @@ class Citation(BaseModel):
 
 
 class Synthesis(BaseModel):
-    answer: str
+    answer: str = Field(min_length=1)
     citations: list[Citation] = Field(default_factory=list)
+
+    @field_validator("answer")
+    @classmethod
+    def _said(cls, value: str) -> str:
+        # An answer of whitespace is no answer: repaired or escalated, then reported as "no answer".
+        if not value.strip():
+            raise ValueError("must say something, not only whitespace")
+        return value
 
 
 def evidence_model(tokens: int, k: int) -> type[Evidence]:
@@ -103,6 +112,7 @@ class ResearchResult:
     sources: list[dict[str, Any]]
     spend: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    cut: list[dict[str, Any]] = field(default_factory=list)  # inputs cut from prompts to fit a window
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -116,6 +126,7 @@ class ResearchResult:
             "sources": self.sources,
             **spend_fields(self.spend),
             "warnings": self.warnings,
+            "cut": self.cut,
         }
 
     def to_markdown(self) -> str:
@@ -136,6 +147,14 @@ class ResearchResult:
             for f in kept:
                 cells = [str(f.id), f.label, f"{f.source}#{f.passage}", f.claim]
                 lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+            lines.append("")
+        if self.cut:
+            lines += ["## Cut to fit the model's context window", ""]
+            lines += [
+                f"- `{c['input']}`: {c['action']} in {c['step']} ({c['kept_tokens']:,} of {c['tokens']:,} "
+                "tokens kept)"
+                for c in self.cut
+            ]
             lines.append("")
         total, large = self.spend.get("total_cost_usd") or 0.0, self.spend.get("all_large_counterfactual_usd")
         cost = f"Cost ${total:.6f}" + (" (notional)" if self.spend.get("notional") else "")
