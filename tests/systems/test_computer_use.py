@@ -54,7 +54,13 @@ def script(*actions: dict[str, Any], outcome: str = "progress") -> dict[str, Any
             },
             {
                 "match": {"model": "large-model", "system_contains": "You judge"},
-                "reply": {"json": {"success": True, "reason": "the thank-you page is shown"}},
+                "reply": {
+                    "json": {
+                        "success": True,
+                        "reason": "the thank-you page is shown",
+                        "evidence": "Thank you, Ada!",
+                    }
+                },
             },
             *actions,
             {"match": {"model": "mini-model"}, "reply": {"json": {"action": "done"}}},
@@ -280,8 +286,10 @@ def test_embedded_default_end_to_end(app: WebApp, tmp_path: Path) -> None:
         "cu.md",
         cwd=tmp_path,
     )
-    assert out.returncode == 0, out.stderr
+    # 0 when the goal's evidence is on the final page, 1 when not: a 135M model rarely gets there in 2 steps
+    assert out.returncode in (0, 1), out.stderr
     d = json.loads(out.stdout)
+    assert out.returncode == (0 if d["success"] else 1) and d["verdict"]
     assert 1 <= len(d["steps"]) <= 2 and d["stopped"] in ("done", "max_steps")
     assert (
         d["notional"] and d["total_cost_usd"] > 0 and d["all_large_counterfactual_usd"] >= d["total_cost_usd"]

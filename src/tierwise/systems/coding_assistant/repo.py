@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from tierwise.errors import InputError, ToolError
@@ -54,6 +55,20 @@ def search_terms(request: str, plan: CodePlan) -> list[str]:
     return list(dict.fromkeys(terms))[:20]
 
 
+def text_files(ws: Workspace) -> Iterator[tuple[str, str]]:
+    """(relative path, text) of every readable text file of the repository, read through the workspace:
+    no symlink, no hard link, nothing swapped in after the listing; large and binary files skipped."""
+    for p in ws.files("."):
+        rel = ws.rel(p)
+        try:
+            data = ws.read_bytes(rel, MAX_SCAN_BYTES)
+        except ToolError:
+            continue
+        if len(data) > MAX_SCAN_BYTES or b"\x00" in data[:4096]:
+            continue  # too large (generated or data) or binary
+        yield rel, data.decode("utf-8", errors="replace")
+
+
 def search_files(ws: Workspace, terms: list[str], limit: int) -> list[tuple[str, float]]:
     """Rank repository files by literal, case-insensitive hits of ``terms`` (path hits count more).
 
@@ -61,16 +76,8 @@ def search_files(ws: Workspace, terms: list[str], limit: int) -> list[tuple[str,
     """
     lowered = [t.lower() for t in terms]
     scored: list[tuple[str, float]] = []
-    for p in ws.files("."):
-        rel = ws.rel(p)
-        try:
-            # read through the workspace: no symlink, no hard link, nothing swapped in after the listing
-            data = ws.read_bytes(rel, MAX_SCAN_BYTES)
-        except ToolError:
-            continue
-        if len(data) > MAX_SCAN_BYTES or b"\x00" in data[:4096]:
-            continue  # too large (generated or data) or binary
-        text = data.decode("utf-8", errors="replace").lower()
+    for rel, raw in text_files(ws):
+        text = raw.lower()
         score = sum(min(text.count(t), 10) + 5 * (t in rel.lower()) for t in lowered)
         if score:
             scored.append((rel, float(score)))

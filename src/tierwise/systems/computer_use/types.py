@@ -22,8 +22,13 @@ class Action(BaseModel):
     """The next action. ``target`` names an element as the snapshot shows it, e.g. ``button "Submit"``."""
 
     action: Literal["click", "type", "select", "scroll", "navigate", "done"]
-    target: str = Field(default="", description='element from the snapshot, e.g. button "Submit"')
-    value: str = Field(default="", description="text to type, option to select, URL, or up/down to scroll")
+    # String bounds (≤ 256 stay in the local grammar) keep a small model's answer from running on.
+    target: str = Field(
+        default="", max_length=200, description='element from the snapshot, e.g. button "Submit"'
+    )
+    value: str = Field(
+        default="", max_length=256, description="text to type, option to select, URL, or up/down to scroll"
+    )
 
 
 class OutcomeOut(BaseModel):
@@ -32,7 +37,9 @@ class OutcomeOut(BaseModel):
 
 class Verdict(BaseModel):
     success: bool
-    reason: str = ""
+    reason: str = Field(default="", max_length=240)
+    # Text copied from the final page that shows the goal reached: checked in code, the claim alone is not.
+    evidence: str = Field(default="", max_length=200, description="exact text from the final page, or empty")
 
 
 @dataclass(slots=True)
@@ -61,13 +68,15 @@ class ComputerUseResult:
     steps: list[StepResult]
     final_url: str
     done: bool  # the acting model declared the goal reached
-    success: bool  # the judge's verdict on the final page (``done`` if the verdict could not be had)
-    verdict: str
+    success: bool  # evidence of the goal found on the final page, checked in code (``evidence``)
+    verdict: str  # why: what was found or missing
     stopped: str  # done | max_steps | budget
     blocked_requests: list[str]
     spend: dict[str, Any]
     screenshots: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # how the run adapted, e.g. text-only observation
+    evidence: dict[str, Any] = field(default_factory=dict)  # the check: source, found, missing, why
+    judge: str = ""  # the judge model's own words (a claim, not the verdict)
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
