@@ -15,6 +15,7 @@ from tierwise.systems.support_triage.inputs import (
     urgency_of,
 )
 from tierwise.systems.support_triage.intents import OUT_OF_SCOPE, IntentClassifier, Prediction, load_or_fit
+from tierwise.systems.support_triage.output import LineWriter
 from tierwise.systems.support_triage.pipeline import (
     DRAFT_STEP,
     EMBED_MODEL,
@@ -34,6 +35,7 @@ __all__ = [
     "URGENCIES",
     "Draft",
     "IntentClassifier",
+    "LineWriter",
     "Prediction",
     "Ticket",
     "TriageItem",

@@ -216,18 +216,77 @@ def _best_split(inscope: np.ndarray, oos: np.ndarray, default: float) -> float:
 
 
 # --- cache ------------------------------------------------------------------------------------------
+# Two layers. The fit itself, keyed by the examples' content and by the code that fitted it (class path,
+# feature version, scikit-learn version): a pickle written by other code is never loaded, so a moved
+# module or a new scikit-learn gives a new key instead of a failed load and a silent refit. Under it, the
+# e5 vectors of every example ever fitted, keyed by text: fitting a changed set of examples (another
+# held-out split, a few rows added) embeds only the new rows, which is where nearly all the fit time goes.
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("TIERWISE_CACHE_DIR") or Path.home() / ".cache" / "tierwise") / "triage"
 
 
+def _code_id() -> str:
+    import sklearn
+
+    return f"{_VERSION}\0{IntentClassifier.__module__}.{IntentClassifier.__qualname__}\0{sklearn.__version__}"
+
+
 def examples_key(texts: Sequence[str], categories: Sequence[str], embed_model: str) -> str:
     """Content hash of the examples (equivalently of the examples file) plus what the fit depends on."""
-    h = hashlib.sha256(f"{_VERSION}\0{embed_model}\0".encode())
+    h = hashlib.sha256(f"{_code_id()}\0{embed_model}\0".encode())
     for t, c in zip(texts, categories, strict=True):
         h.update(f"{t}\0{c}\n".encode())
     return h.hexdigest()[:32]
+
+
+class VectorCache:
+    """e5 vectors by text for one embedding model, in one .npz file; ``wrap`` an Embed to use it."""
+
+    MAX_ENTRIES = 100_000  # ~150 MB of 384-d vectors; beyond this the oldest go
+
+    def __init__(self, embed_model: str) -> None:
+        name = hashlib.sha256(f"{embed_model}".encode()).hexdigest()[:16]
+        self.path = cache_dir() / f"vectors-{name}.npz"
+        self.vectors: dict[bytes, np.ndarray] = {}
+        self.hits = self.misses = 0
+        try:
+            with np.load(self.path, allow_pickle=False) as f:
+                self.vectors = dict(zip(f["keys"].tolist(), f["vecs"], strict=True))
+        except (OSError, KeyError, ValueError):
+            pass  # none yet, or torn: embed again
+
+    @staticmethod
+    def key(text: str) -> bytes:
+        return hashlib.sha256(text.encode()).digest()[:16]
+
+    def wrap(self, embed: Embed) -> Embed:
+        async def cached(texts: list[str]) -> np.ndarray:
+            keys = [self.key(t) for t in texts]
+            todo = [i for i, k in enumerate(keys) if k not in self.vectors]
+            self.hits += len(texts) - len(todo)
+            self.misses += len(todo)
+            if todo:
+                fresh = await embed([texts[i] for i in todo])
+                for i, v in zip(todo, fresh, strict=True):
+                    self.vectors[keys[i]] = np.asarray(v, dtype=np.float32)
+            if not texts:
+                return np.zeros((0, 384), dtype=np.float32)
+            return np.stack([self.vectors[k] for k in keys])
+
+        return cached
+
+    def save(self) -> None:
+        if not self.misses:
+            return
+        items = list(self.vectors.items())[-self.MAX_ENTRIES :]
+        keys = np.array([k for k, _ in items], dtype="S16")
+        vecs = np.stack([v for _, v in items]).astype(np.float32)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, keys=keys, vecs=vecs)
+        tmp.replace(self.path)  # atomic, so a concurrent run never reads half a file
 
 
 async def load_or_fit(
@@ -242,10 +301,13 @@ async def load_or_fit(
             if isinstance(model, IntentClassifier):
                 return model, True
         except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
-            pass  # a stale or torn cache entry, or one naming a module that has since moved: refit
-    model = await IntentClassifier.fit(texts, categories, embed)
-    if use_cache:
+            pass  # a torn cache entry: refit
+    vectors = VectorCache(embed_model) if use_cache else None
+    model = await IntentClassifier.fit(texts, categories, vectors.wrap(embed) if vectors else embed)
+    if vectors is not None:
+        model.info.update(vectors_reused=float(vectors.hits), vectors_embedded=float(vectors.misses))
         path.parent.mkdir(parents=True, exist_ok=True)
+        vectors.save()
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         with tmp.open("wb") as f:
             pickle.dump(model, f)
