@@ -214,6 +214,36 @@ def test_mini_escalation_goes_to_large(
     assert line["draft"] == "note"
 
 
+def test_an_escalation_to_the_same_weights_keeps_the_drafts_hand_off(
+    tmp_path: Path, chaos_server: ChaosServer, data: dict[str, Path], cache: Path
+) -> None:
+    # As on the embedded default: the large tier is served by the very model that drafted.
+    toml = tmp_path / "tierwise.toml"
+    config = chaos_config(chaos_server.base_url, f"sqlite:///{tmp_path}/ledger.db")
+    toml.write_text(config.replace('name = "large-model"', 'name = "mini-model"'))
+    chaos_server.set_script(
+        {
+            "rules": [
+                {
+                    "match": {"model": "mini-model"},
+                    "reply": {"json": {"action": "escalate", "reply": "not in KB"}},
+                }
+            ]
+        }
+    )
+    tickets = tmp_path / "t.jsonl"
+    tickets.write_text(json.dumps({"text": "When will my card arrive?"}) + "\n")
+    out = tmp_path / "out.jsonl"
+    code, _, stderr = _invoke(
+        toml, "--input", str(tickets), "--examples", str(data["examples"]), "--out", str(out)
+    )
+    assert code == 0, stderr
+    line = json.loads(out.read_text())
+    assert line["action"] == "escalate" and line["draft"] == "not in KB"
+    assert line["tier_path"] == ["nano", "mini"] and line["handoff"].startswith("draft")
+    assert len(chaos_server.requests("/v1/chat/completions")) == 1  # no second call to the same model
+
+
 @pytest.mark.parametrize(
     ("setup", "message"),
     [

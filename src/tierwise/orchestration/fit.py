@@ -168,9 +168,7 @@ def fit(pieces: Sequence[Piece], budget: int, *, step: str) -> Fitted:
 
 
 def _spec(scope: Scope, decision: Decision) -> ModelSpec:
-    if scope.runtime is None:
-        raise RoutingError("this scope has no runtime: open one with `async with session.run(...)`")
-    return scope.runtime.catalog.get(decision.model)
+    return scope.model(decision.model)
 
 
 async def fit_prompt(

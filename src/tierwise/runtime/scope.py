@@ -24,6 +24,7 @@ from tierwise.runtime.budget import Budget
 from tierwise.runtime.progress import Progress
 
 if TYPE_CHECKING:
+    from tierwise.models.spec import ModelSpec
     from tierwise.providers.base import Embeddings
     from tierwise.runtime.result import Result
     from tierwise.runtime.runtime import Runtime
@@ -141,6 +142,10 @@ class Scope:
         reason: str = "embeddings",
     ) -> Embeddings:
         return await self._rt().embed(texts, self, model=model, kind=kind, reason=reason)
+
+    def model(self, model_id: str) -> ModelSpec:
+        """The catalog entry of a model a decision names (its window, prices, what it is)."""
+        return self._rt().catalog.get(model_id)
 
     def _limit(self, tier: Tier) -> _Both:
         if self._global is None:

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field, field_validator
 
-from tierwise.core import Stakes, Task, TaskKind, Tier
+from tierwise.core import Decision, Stakes, Task, TaskKind, Tier
 from tierwise.errors import InputError, InvalidOutput
 from tierwise.runtime import Result, Scope
 from tierwise.systems.reporting import spend_fields
@@ -100,9 +100,10 @@ class TriageItem:
     expected: str | None = None
     nano_stage: str = "static"
     confidence: float = 0.0
+    handoff: str = ""  # who wrote the hand-off note when the escalation call was not needed
 
     def to_line(self) -> dict[str, Any]:
-        return {
+        line: dict[str, Any] = {
             "text": self.text,
             "intent": self.intent,
             "urgency": self.urgency,
@@ -110,6 +111,9 @@ class TriageItem:
             "draft": self.draft,
             "tier_path": self.tier_path,
         }
+        if self.handoff:
+            line["handoff"] = self.handoff
+        return line
 
 
 @dataclass(slots=True)
@@ -235,9 +239,9 @@ class _Call:
     error: str = ""  # why there is no draft (the runtime's InvalidOutput, which names a cut-off answer)
 
 
-async def _run(scope: Scope, task: Task) -> _Call:
+async def _run(scope: Scope, task: Task, decision: Decision | None = None) -> _Call:
     # Routed once up front, so a call that ends in InvalidOutput still has the tier it was decided on.
-    decision = await scope.route(task)
+    decision = decision or await scope.route(task)
     try:
         res = await scope.call(task, decision=decision)
     except InvalidOutput as exc:  # recorded in the ledger; the ticket is escalated
@@ -272,7 +276,18 @@ async def _handle(
             why = "the draft was cut off at its output limit"
         else:
             why = "the draft gave no valid answer"
-    call = calls[ESCALATE_STEP] = await _run(scope, _escalation_task(scope, index, item, why))
+    task = _escalation_task(scope, index, item, why)
+    decision = await scope.route(task)
+    drafted = calls.get(DRAFT_STEP)
+    if drafted is not None and drafted.draft is not None and _same_weights(scope, drafted, decision):
+        # The draft already chose to escalate, and the stage above would run the very same weights
+        # (the embedded default serves every tier with one model): a second call adds cost, not
+        # judgment. Its hand-off note stands; the ticket still goes to a human.
+        item.draft = drafted.draft.reply or f"Escalated ({why}): intent {item.intent}."
+        item.action = "escalate"
+        item.handoff = "draft (same model as the escalation tier)"
+        return calls
+    call = calls[ESCALATE_STEP] = await _run(scope, task, decision)
     item.tier_path.append(call.tier)
     draft = call.draft
     if (
@@ -285,6 +300,13 @@ async def _handle(
     # Only a complex in-scope ticket may be answered at this stage; everything else goes to a human.
     item.action = "reply" if why.startswith("complex") and draft.action == "reply" else "escalate"
     return calls
+
+
+def _same_weights(scope: Scope, drafted: _Call, decision: Decision) -> bool:
+    if drafted.result is None:
+        return False
+    a, b = scope.model(drafted.result.model), scope.model(decision.model)
+    return (a.provider, a.name) == (b.provider, b.name)
 
 
 def _accuracy(items: list[TriageItem]) -> float | None:
