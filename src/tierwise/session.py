@@ -210,7 +210,9 @@ class Session:
             error = redact(str(exc))[:500] or type(exc).__name__
             span.set_status(StatusCode.ERROR, error[:200])
             ledger.finish_run(scope.id, status, error=error)
-            await ledger.aflush()
+            # Calls cancelled in flight (Ctrl-C) may still be billed: recorded now as interrupted, at
+            # their reserved cost, rather than left for a resume that a system run never gets.
+            await asyncio.shield(asyncio.to_thread(ledger.settle_intents, scope.id))
             await self._release(scope.id, owned)
             raise
         overrun = scope.budget.overrun_seen()

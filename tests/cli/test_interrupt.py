@@ -119,6 +119,11 @@ def test_support_triage_interrupted_is_recorded_and_says_what_to_rerun(
     assert status == "interrupted"
     assert f"run {run_id} is recorded as interrupted" in err and "run the same command again" in err
     assert out == ""  # --json: nothing but the JSON document ever goes to stdout, and there is none
+    # The calls cancelled in flight were sent (and may be billed): recorded, at their reserved cost.
+    with Ledger(Config.load(workdir / "tierwise.toml").ledger.url) as ledger:
+        cut = [c for c in ledger.calls(run_id=run_id) if c.status == "interrupted"]
+    sent = len(chaos_server.requests("/v1/chat/completions"))
+    assert sent >= 1 and len(cut) == sent and all((c.cost_usd or 0) > 0 for c in cut)
 
 
 def test_a_second_ctrl_c_quits_at_once(workdir: Path, chaos_server: ChaosServer) -> None:
