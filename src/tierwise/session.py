@@ -304,11 +304,13 @@ class Session:
         workspace: str | Path | None = None,
         budget: float | None = None,
         resume_run_id: str | None = None,
+        on_scope: Callable[[Scope], None] | None = None,
         **kwargs: Any,
     ) -> OrchestrationResult:
         """Plan with the large tier, execute with mini subagents and nano fan-out, synthesize and check.
 
         ``resume_run_id`` continues an interrupted orchestration: finished steps are not paid for again.
+        ``on_scope`` is handed the run's scope once it is open (a progress view, the id to resume by).
         """
         from tierwise.orchestration import RUN_KIND, check_goal, orchestrate
 
@@ -320,6 +322,8 @@ class Session:
             RUN_KIND, goal[:200], budget_usd=budget, run_id=resume_run_id, resume=resume_run_id is not None
         )
         async with run as scope:
+            if on_scope is not None:
+                on_scope(scope)
             return await orchestrate(scope, goal, workspace=workspace, **kwargs)
 
     async def embed(

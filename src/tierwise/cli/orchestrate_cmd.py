@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # the runtime and its SDKs load only when the command runs
     from tierwise.cli.progress import Watch
     from tierwise.orchestration import OrchestrationResult
     from tierwise.runtime.progress import Progress
+    from tierwise.runtime.scope import Scope
 
 _ICONS = {"waiting": "·", "running": "[yellow]…[/]", "done": "[green]✓[/]", "failed": "[red]✗[/]"}
 
@@ -96,24 +97,22 @@ def _show(result: OrchestrationResult) -> None:
 
 def _run(goal: str, workspace: Path | None, budget: float | None, resume: str | None, as_json: bool) -> None:
     from tierwise.cli.progress import Watch
-    from tierwise.orchestration import RUN_KIND, check_goal, orchestrate
     from tierwise.session import Session
 
     watch = Watch(resumable=True)
     steps = _Steps(watch)
 
+    def attach(scope: Scope) -> None:
+        # The watch follows the run's progress and knows the id an interrupted orchestration resumes by.
+        watch.attach(scope)
+        steps.progress = scope.progress
+
     async def go() -> OrchestrationResult:
-        # The run is opened here rather than by Session.orchestrate: the watch needs its scope (progress,
-        # and the run id an interrupted orchestration is resumed by).
         async with Session(load_config(), budget_usd=budget) as s:
-            if resume is None:
-                assert s.runtime is not None
-                check_goal(s.runtime, goal)
-            run = s.run(RUN_KIND, goal[:200], budget_usd=budget, run_id=resume, resume=resume is not None)
-            async with run as scope:
-                watch.attach(scope)
-                steps.progress = scope.progress
-                return await orchestrate(scope, goal, workspace=workspace, on_event=steps.event)
+            return await s.orchestrate(
+                goal, workspace=workspace, budget=budget, resume_run_id=resume,
+                on_scope=attach, on_event=steps.event,
+            )  # fmt: skip
 
     result = run_async(go, watch)
     if as_json:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -157,8 +158,11 @@ def clear_intents(conn: sa.Connection, ids: list[str]) -> None:
         conn.execute(schema.intents.delete().where(schema.intents.c.id.in_(ids)))
 
 
-def settle_intents(engine: Engine, run_id: str) -> list[CallRecord]:
-    """Turn the run's leftover intents into ``interrupted`` calls at their reserved cost (one transaction)."""
+def settle_intents(
+    engine: Engine, run_id: str, to_row: Callable[[CallRecord], dict[str, Any]]
+) -> list[CallRecord]:
+    """Turn the run's leftover intents into ``interrupted`` calls at their reserved cost (one transaction);
+    ``to_row`` is the ledger's own call-row builder (redaction included)."""
     t = schema.intents
     with engine.begin() as conn:
         rows = list(conn.execute(sa.select(t).where(t.c.run_id == run_id)).mappings())
@@ -182,10 +186,6 @@ def settle_intents(engine: Engine, run_id: str) -> list[CallRecord]:
             for r in rows
         ]
         if records:
-            conn.execute(schema.calls.insert(), [_call_row(rec) for rec in records])
+            conn.execute(schema.calls.insert(), [to_row(rec) for rec in records])
             clear_intents(conn, [r["id"] for r in rows])
         return records
-
-
-def _call_row(rec: CallRecord) -> dict[str, Any]:
-    return {name: getattr(rec, name) for name in CallRecord.__dataclass_fields__}

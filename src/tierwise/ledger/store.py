@@ -252,7 +252,7 @@ class Ledger:
         """Calls of ``run_id`` that were sent and never recorded (a crash): recorded now as interrupted."""
         self.flush()
         with self._db_lock:
-            return leases.settle_intents(self._sync_engine, run_id)
+            return leases.settle_intents(self._sync_engine, run_id, self._call_row)
 
     # ---- the writer thread ----
 
