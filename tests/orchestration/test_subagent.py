@@ -93,3 +93,41 @@ async def test_looping_subagent_is_stopped_at_the_turn_limit(
     assert len(mini) == 7  # 6 tool turns, then one forced answer without tools
     assert "limit of 6 tool turns" in json.dumps(mini[-1]["body"]["messages"][-1])
     assert result.steps[0]["status"] == "ok"
+
+
+async def test_tool_outputs_are_fitted_to_the_window_on_later_turns(
+    chaos_server: ChaosServer, tmp_path: Path
+) -> None:
+    """Three big reads would pass a small window by the third turn: earlier outputs are elided, the
+    newest trimmed, and every prompt stays within what the model may take."""
+    from tests.conftest import chaos_config
+    from tierwise.models.tokens import count_text
+
+    root = tmp_path / "ws"
+    root.mkdir()
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (root / name).write_text(" ".join(f"{name}-word{i}" for i in range(1500)))
+    toml = tmp_path / "tierwise.toml"
+    config = chaos_config(chaos_server.base_url, f"sqlite:///{tmp_path / 'ledger.db'}")
+    toml.write_text(config.replace("context_window = 50000", "context_window = 5000"))
+    mini = {"model": "mini-model", "has_tools": True}
+    reads = [
+        {"times": 1, "match": mini, "reply": {"tool_calls": [{"name": "read_file", "arguments": {"path": f}}]}}
+        for f in ("a.txt", "b.txt", "c.txt")
+    ]
+    chaos_server.set_script(
+        plan_script(plan=PLAN, extra=[*reads, {"match": mini, "reply": {"text": "read all three"}}])
+    )
+    async with Session(toml) as s:
+        result = await s.orchestrate("Read the three files", workspace=root, budget=1.0)
+    assert result.steps[0]["status"] == "ok"
+    reqs = [r for r in chaos_server.requests("/v1/chat/completions") if r["model"] == "mini-model"]
+    assert len(reqs) == 4
+    room = int((5000 - 500) * 0.75)  # the window less the output reservation, at fit's safety margin
+    for r in reqs:
+        text = json.dumps(r["body"]["messages"]) + json.dumps(r["body"].get("tools", []))
+        assert count_text(text) <= room * 1.1  # json quoting adds a little over the messages' own count
+    last = _tool_msgs(reqs[-1])
+    assert "elided" in last[0]["content"]  # the oldest output went first
+    assert "c.txt-word0" in last[-1]["content"]  # the newest is still there, trimmed
+    assert "cut to fit" in last[-1]["content"] or "elided" not in last[-1]["content"]

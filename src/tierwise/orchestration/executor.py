@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from tierwise.core import Decision, Task, TaskKind, Tier
 from tierwise.errors import BudgetExceeded, StepFailed, ToolError
+from tierwise.orchestration.fit import room_of
 from tierwise.orchestration.plan import Plan, Step
 from tierwise.orchestration.subagent import run_subagent
 from tierwise.runtime.result import Result
@@ -253,7 +254,9 @@ class Executor:
         if step.items:
             outcome.output = await self._map(step, task, outcome)
         elif self.tools and decision.tier is not Tier.NANO and step.kind in TOOL_KINDS:
-            sub = await run_subagent(self.scope.call, task, self.tools, max_turns=self.limits.max_turns)
+            sub = await run_subagent(
+                self.scope.call, task, self.tools, max_turns=self.limits.max_turns, room=room_of(self.scope)
+            )
             for r in sub.results:
                 outcome.add(r)
             outcome.output = sub.text

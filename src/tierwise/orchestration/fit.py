@@ -10,7 +10,7 @@ hint: the router still decides), and if no model can take it, ``RoutingError`` i
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -22,7 +22,7 @@ from tierwise.runtime import Scope
 
 __all__ = [
     "Cut", "Fitted", "Piece", "count_text", "describe", "fit", "fit_prompt", "fixed_tokens", "report",
-    "room", "trim",
+    "room", "room_of", "trim",
 ]  # fmt: skip
 
 # Our count is o200k; the model's own tokenizer may count more (llama.cpp's SmolLM2 counts 1.15x on
@@ -101,6 +101,11 @@ def room(spec: ModelSpec, max_output_tokens: int | None) -> int:
     """Prompt tokens (our count) a call to ``spec`` may send: the window minus the output it may write."""
     reserve = min(max_output_tokens or spec.max_output_tokens, spec.max_output_tokens)
     return max(0, int((spec.context_window - reserve) * SAFETY))
+
+
+def room_of(scope: Scope) -> Callable[[str, int | None], int]:
+    """``room`` by model id in ``scope``'s catalog: what a subagent loop fits its tool outputs to."""
+    return lambda model_id, max_output_tokens: room(scope.model(model_id), max_output_tokens)
 
 
 def fixed_tokens(task: Task, extra: Sequence[Message] = ()) -> int:

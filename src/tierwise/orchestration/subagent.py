@@ -12,10 +12,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
 from tierwise.core import Message, Task, ToolCall
+from tierwise.orchestration.fit import fixed_tokens, trim
 from tierwise.runtime.result import Result
 from tierwise.tools.workspace import Tool, ToolError
 
 Call = Callable[[Task], Awaitable[Result]]
+# Prompt tokens a call to a model may send (the window less its output reservation), by model id.
+Room = Callable[[str, int | None], int]
 
 SUBAGENT_SYSTEM = (
     "You are a subagent doing one bounded step of a larger task. Use the tools to look at the workspace, "
@@ -24,6 +27,7 @@ SUBAGENT_SYSTEM = (
 )
 MAX_RESULT_CHARS = 4000
 MAX_TOOL_CHARS = 8000
+ELIDED = "(elided: an earlier tool output, removed so the conversation fits the model's context window)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +70,19 @@ def run_tool(tools: dict[str, Tool], call: ToolCall) -> str:
 
 
 async def run_subagent(
-    call: Call, task: Task, tools: Sequence[Tool], *, max_turns: int = 6
+    call: Call, task: Task, tools: Sequence[Tool], *, max_turns: int = 6, room: Room | None = None
 ) -> SubagentResult:
-    """Loop: the model calls tools until it answers or ``max_turns`` is reached, then must answer."""
+    """Loop: the model calls tools until it answers or ``max_turns`` is reached, then must answer.
+
+    With ``room`` (prompt tokens the last turn's model may take), tool outputs are fitted to it before the
+    next turn: earlier outputs are elided first, then the newest is trimmed, so a long loop never sends a
+    prompt past the window.
+    """
     table = {t.name: t for t in tools}  # fixed here: nothing in the loop adds to it
     specs = tuple(t.spec for t in tools)
     system = SUBAGENT_SYSTEM if not task.system else f"{SUBAGENT_SYSTEM}\n\n{task.system}"
     messages: list[Message] = [Message("system", system), *replace(task, system=None).messages()]
+    raw: dict[int, tuple[str, str]] = {}  # message index → (tool name, its unframed output)
     results: list[Result] = []
     n_calls = 0
     for turn in range(1, max_turns + 1):
@@ -85,7 +95,11 @@ async def run_subagent(
             n_calls += 1
             # off the event loop: a slow tool (a search, git) must not stall the other steps in flight
             out = await asyncio.to_thread(run_tool, table, tc)
+            raw[len(messages)] = (tc.name, out)
             messages.append(Message("tool", frame_tool_output(tc.name, out), tool_call_id=tc.id))
+        if room is not None:
+            budget = room(result.model, task.max_output_tokens)
+            messages = fit_tool_outputs(replace(task, system=None, tools=specs), messages, raw, budget)
     # Turn limit: one last call without tools, so the loop ends with an answer instead of a loop.
     messages.append(
         Message(
@@ -97,6 +111,33 @@ async def run_subagent(
     result = await call(replace(task, input=tuple(messages), system=None, tools=()))
     results.append(result)
     return SubagentResult(_concise(result.text), max_turns + 1, n_calls, True, tuple(results))
+
+
+def fit_tool_outputs(
+    task: Task, messages: list[Message], raw: dict[int, tuple[str, str]], budget: int
+) -> list[Message]:
+    """The conversation with its tool outputs cut to fit ``budget`` prompt tokens: oldest outputs are
+    elided first (their calls stay, so the model knows it made them), then the newest is trimmed."""
+
+    def size(msgs: list[Message]) -> int:
+        return fixed_tokens(replace(task, input=tuple(msgs)))
+
+    out = list(messages)
+    if size(out) <= budget:
+        return out
+    order = sorted(raw)
+    for i in order[:-1]:
+        name, _ = raw[i]
+        out[i] = replace(out[i], content=frame_tool_output(name, ELIDED))
+        if size(out) <= budget:
+            return out
+    last = order[-1]
+    name, text = raw[last]
+    out[last] = replace(out[last], content=frame_tool_output(name, ""))
+    left = budget - size(out)
+    kept = trim(text[:MAX_TOOL_CHARS], left) if left > 0 else ""
+    out[last] = replace(out[last], content=frame_tool_output(name, kept or ELIDED))
+    return out
 
 
 def _concise(text: str) -> str:

@@ -25,6 +25,7 @@ from tierwise.orchestration.fit import (
     Piece,
     count_text,  # token counting, as prompts are fitted
     fit_prompt,
+    room_of,
 )
 from tierwise.orchestration.fit import report as report_cuts
 from tierwise.orchestration.subagent import SUBAGENT_SYSTEM, frame_tool_output, run_subagent
@@ -160,7 +161,7 @@ class _Assistant:
                 body = frame_tool_output("read_file", fitted.texts.get(note.path, ""))
                 task = replace(base, input=head + body, tools=())
                 call = functools.partial(self.scope.call, decision=fitted.decision)
-                res = await run_subagent(call, task, tools, max_turns=turns)
+                res = await run_subagent(call, task, tools, max_turns=turns, room=room_of(self.scope))
                 note.notes, results = res.text, res.results
             except (InvalidOutput, ProviderError, RoutingError) as exc:
                 note.status, note.notes = "failed", f"{type(exc).__name__}: {exc}"[:300]
