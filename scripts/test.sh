@@ -2,7 +2,7 @@
 # Command two: install everything the tests need, make sure their services are up, run the suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TIERWISE_EXTRAS="local,dev,postgres,eval,browser,research" bash scripts/install.sh
+TIERWISE_EXTRAS="local,dev,postgres,eval,browser,research,agents,pydantic-ai,litellm,scale" bash scripts/install.sh
 . .venv/bin/activate
 
 # PostgreSQL: the project's machines run one on 127.0.0.1:5432; start or install it when missing.

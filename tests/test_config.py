@@ -71,7 +71,7 @@ def test_defaults_without_file_depend_on_the_key(monkeypatch: pytest.MonkeyPatch
     ("toml", "expected"),
     [
         ("[ledger]\nurll = 'x'\n", r"ledger\.urll.*allowed: url, store_prompts"),
-        ("[providers.x]\nkind = 'grpc'\n", r"providers\.x\.kind.*'openai', 'anthropic' or 'local'"),
+        ("[providers.x]\nkind = 'grpc'\n", r"providers\.x\.kind.*'anthropic', 'local' or 'litellm'"),
         ("[budget]\nper_run_usd = -1\n", r"budget\.per_run_usd.*greater than 0"),
         ("[tiers]\nnano = 'nope/model'\n", r"tiers\.nano = 'nope/model' is not a known model"),
         (

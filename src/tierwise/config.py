@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tierwise.core import TaskKind, Tier
 from tierwise.errors import ConfigError
 from tierwise.models.catalog import Catalog, load_builtin, spec_from_config
+from tierwise.models.spec import ModelSpec
 
 CONFIG_NAME = "tierwise.toml"
 DEFAULT_LEDGER_URL = "sqlite:///.tierwise/ledger.db"
@@ -39,7 +40,8 @@ class LedgerConfig(_Section):
 
 
 class ProviderConfig(_Section):
-    kind: Literal["openai", "anthropic", "local"]
+    # litellm: any provider LiteLLM reaches (bedrock, vertex_ai, gemini, mistral, ollama ...), extra `litellm`
+    kind: Literal["openai", "anthropic", "local", "litellm"]
     base_url: str | None = None
     api_key_env: str | None = None
     timeout_s: float = Field(default=60.0, gt=0)
@@ -164,7 +166,7 @@ class Config:
         specs = load_builtin() + [
             spec_from_config(m, source=source, index=i) for i, m in enumerate(raw.models)
         ]
-        self.catalog = Catalog(specs)
+        self.catalog = Catalog(specs, resolver=self._resolve)
         for spec in self.catalog:
             if spec.provider not in self.providers:
                 raise ConfigError(
@@ -178,14 +180,25 @@ class Config:
             tiers = OPENAI_TIERS if env.get("OPENAI_API_KEY") else LOCAL_TIERS
         self.tiers: dict[Tier, str] = {}
         for tier, model_id in tiers.items():
-            spec = self.catalog.find(model_id)
+            spec = self.catalog.find(model_id, tier)
             if spec is None:
                 raise ConfigError(
                     f"{source}: tiers.{tier.value} = {model_id!r} is not a known model: "
                     "define it under [[models]] or pick one from `tierwise models`"
                 )
+            self.catalog.add(spec)
             self.tiers[tier] = spec.id
         _check_routing(self)
+
+    def _resolve(self, model_id: str, tier: Tier | None) -> ModelSpec | None:
+        """A model named here but listed nowhere: priced from genai-prices' data when its provider is
+        configured; on a LiteLLM provider, also without a price (its cost is then unknown, never 0)."""
+        provider = self.providers.get(model_id.partition("/")[0])
+        if provider is None or provider.kind == "local":
+            return None
+        from tierwise.models.prices import spec_for  # loads genai-prices' data: only when needed
+
+        return spec_for(model_id, tier or Tier.LARGE, priced_only=provider.kind != "litellm")
 
     @property
     def ledger(self) -> LedgerConfig:
@@ -286,8 +299,10 @@ def _check_routing(config: Config) -> None:
                 f"{where}.tier = {rule.tier.value!r}: no model serves that tier; map one in [tiers]"
             )
     for model_id, chain in r.fallbacks.items():
+        key = config.catalog.find(model_id)
         for m in [model_id, *chain]:
-            if config.catalog.find(m) is None:
+            # An unlisted model in a chain serves the tier of the model it stands in for.
+            if config.catalog.find(m, key.tier if key else None) is None:
                 raise ConfigError(f"{src}: routing.fallbacks names {m!r}, which is not a known model")
     if r.nano_model is not None and config.catalog.find(r.nano_model) is None:
         raise ConfigError(f"{src}: routing.nano_model = {r.nano_model!r} is not a known model")

@@ -43,6 +43,11 @@ class ProviderError(TierwiseError):
         self.retry_after_s = retry_after_s
 
 
+class ProviderSetupError(ProviderError, ConfigError):
+    """A configured provider cannot be used here (missing credentials, a model string its library does
+    not know). Found on first use, before anything is sent; never retried."""
+
+
 class InvalidOutput(TierwiseError):
     """A model's output failed validation after repair and escalation."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tierwise.core import Capability, Tier, Usage
@@ -24,6 +26,9 @@ class ModelSpec(BaseModel):
     capabilities: frozenset[Capability] = frozenset()
     notional: bool = Field(default=False, description="prices are stand-ins (local models)")
     rpm: int | None = Field(default=None, gt=0, description="requests per minute limit")
+    # Where the prices come from: the shipped catalog, the user's [[models]], genai-prices' data (a model
+    # named in the config that neither lists), or None when the prices are unknown.
+    price_source: Literal["catalog", "user", "genai-prices"] | None = None
 
     @field_validator("input_per_mtok", "cached_input_per_mtok", "output_per_mtok")
     @classmethod

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -33,6 +33,8 @@ class Completion:
     latency_s: float
     tool_calls: tuple[ToolCall, ...] = ()
     finish_reason: str | None = None
+    # What an adapter knows beside the usage (e.g. LiteLLM's own cost): written into the call's metadata.
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,7 @@ class StreamChunk:
     usage: Usage | None = None
     served_model: str | None = None
     finish_reason: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)  # as Completion.extra, on the last chunk
 
 
 @dataclass(frozen=True, slots=True)

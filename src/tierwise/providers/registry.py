@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from typing import Protocol
 
-from tierwise.errors import ProviderError
+from tierwise.errors import ProviderError, ProviderSetupError
 from tierwise.providers.base import Provider
 
 
@@ -26,6 +26,8 @@ def build_provider(name: str, cfg: ProviderSettings, env: Mapping[str, str] | No
 
         return LocalProvider(name)
     key = env.get(cfg.api_key_env) if cfg.api_key_env else None
+    if cfg.kind == "litellm":
+        return _litellm(name, cfg, key)
     if not key:
         if cfg.base_url is None or cfg.kind == "anthropic":
             var = cfg.api_key_env or ("OPENAI_API_KEY" if cfg.kind == "openai" else "ANTHROPIC_API_KEY")
@@ -48,6 +50,25 @@ def build_provider(name: str, cfg: ProviderSettings, env: Mapping[str, str] | No
     from tierwise.providers.anthropic import AnthropicProvider
 
     return AnthropicProvider(name, api_key=key, base_url=cfg.base_url, timeout_s=cfg.timeout_s)
+
+
+def _litellm(name: str, cfg: ProviderSettings, key: str | None) -> Provider:
+    from tierwise.providers.litellm import LiteLLMProvider
+
+    if not key and cfg.api_key_env and cfg.base_url is None:
+        raise ProviderSetupError(f"provider {name!r} needs an API key: set {cfg.api_key_env}")
+    if not key and cfg.base_url is not None:
+        # A local or proxy endpoint: never send it the user's real provider key from the environment.
+        key = "not-needed"
+    # No api_key_env and no base_url: LiteLLM reads the provider's own variables (ANTHROPIC_API_KEY,
+    # AWS_*, ...), checked on first use of each model.
+    return LiteLLMProvider(
+        name,
+        api_key=key or None,
+        api_base=cfg.base_url,
+        timeout_s=cfg.timeout_s,
+        structured_output=cfg.structured_output,
+    )
 
 
 class Providers:

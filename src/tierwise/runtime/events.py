@@ -85,6 +85,8 @@ class Recorder:
         if self.sink.store_prompts and ev.messages:
             prompt = json.dumps([m.to_openai() for m in ev.messages])
         meta = {k: v for k, v in ev.task.metadata.items() if isinstance(v, (str, int, float, bool))}
+        if completion is not None:
+            meta.update(completion.extra)
         meta.update(ev.metadata)
         if ev.intent is not None:
             meta["intent_id"] = ev.intent
