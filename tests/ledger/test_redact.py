@@ -21,6 +21,7 @@ SECRETS = {
     "github fine-grained": "github_pat_11ABCDEFG0" + "abcDEF123_" * 8,
     "slack bot": "xoxb-2150000000-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
     "slack user": "xoxp-2150000000-1234567890123-9876543210",
+    "tierwise proxy key": "tw-" + "Qm_9-zX4" * 6,
 }
 
 

@@ -38,6 +38,8 @@ _TOKEN_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("github_pat_", re.compile(r"github_pat_(?<![A-Za-z0-9]github_pat_)[A-Za-z0-9_]{20,}")),
     # Slack bot, user, app, config and refresh tokens.
     ("xox", re.compile(r"xox(?<![A-Za-z0-9]xox)[abposr]-[A-Za-z0-9\-]{10,}")),
+    # tierwise proxy keys (`tierwise keys create`): tw- and 43 URL-safe characters.
+    ("tw-", re.compile(r"tw-(?<![A-Za-z0-9]tw-)[A-Za-z0-9_\-]{40,}")),
 ]
 
 # Secrets that follow a marker; only the group "v" is replaced so the reader sees what was there

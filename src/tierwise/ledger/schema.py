@@ -160,6 +160,62 @@ circuits = sa.Table(
     sa.Column("changed_at", UTCDateTime, nullable=False),
 )
 
+# The proxy's API keys (``tierwise keys``): the secret's sha256 and a short display prefix, never the secret.
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("secret_sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("budget_usd", sa.Double, nullable=True),
+    sa.Column("period", sa.String(8), nullable=False),
+    sa.Column("rpm", sa.Integer, nullable=True),
+    sa.Column("admin", sa.Boolean, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+# Which key a proxy run serves: spend per key is calls joined on this (indexed, the same on both backends).
+run_keys = sa.Table(
+    "run_keys",
+    metadata,
+    sa.Column("run_id", ID, primary_key=True),
+    sa.Column("key_id", ID, nullable=False),
+    sa.Column("period_start", UTCDateTime, nullable=False),
+    sa.Index("ix_run_keys_key_period", "key_id", "period_start"),
+)
+
+# A key's budget for one period as handed out to the processes serving it; granted never passes the cap.
+key_allowances = sa.Table(
+    "key_allowances",
+    metadata,
+    sa.Column("key_id", ID, primary_key=True),
+    sa.Column("period_start", UTCDateTime, primary_key=True),
+    sa.Column("granted_usd", sa.Double, nullable=False),
+)
+
+# What each live proxy run holds of its key's allowance: a dead holder's unused share can be taken back.
+key_grants = sa.Table(
+    "key_grants",
+    metadata,
+    sa.Column("run_id", ID, primary_key=True),
+    sa.Column("key_id", ID, nullable=False),
+    sa.Column("period_start", UTCDateTime, nullable=False),
+    sa.Column("granted_usd", sa.Double, nullable=False),
+    sa.Index("ix_key_grants_key_period", "key_id", "period_start"),
+)
+
+# Requests per key per minute window, counted in the database when several workers share a key's rpm.
+key_rates = sa.Table(
+    "key_rates",
+    metadata,
+    sa.Column("key_id", ID, primary_key=True),
+    sa.Column("window", sa.BigInteger, primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+)
+
 
 def normalize_url(url: str) -> URL:
     """Parse a user's ledger URL: a bare path means SQLite; ``postgresql://`` means psycopg 3."""
