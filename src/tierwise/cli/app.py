@@ -10,6 +10,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from tierwise.cli.batch_cmd import register as register_batch_command
 from tierwise.cli.common import (
     check_budget,
     console,
@@ -20,8 +21,10 @@ from tierwise.cli.common import (
     run_async,
     set_config_path,
 )
+from tierwise.cli.keys_cmd import register as register_keys_commands
 from tierwise.cli.ledger_cmds import register as register_ledger_commands
 from tierwise.cli.orchestrate_cmd import register as register_orchestrate_commands
+from tierwise.cli.serve_cmd import register as register_serve_command
 from tierwise.cli.systems_cmd import register as register_system_commands
 from tierwise.cli.usage import OneLineErrors
 
@@ -232,7 +235,10 @@ def chaos_server(
 
 
 register_ledger_commands(app)
+register_batch_command(app)
+register_keys_commands(app)
 register_orchestrate_commands(app)
+register_serve_command(app)
 register_system_commands(app)
 
 

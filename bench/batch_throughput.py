@@ -1,0 +1,157 @@
+"""Batch throughput. (a) Banking77-style classification with --examples on the embedded default, local
+executor (and Ray with --ray): items/s and accuracy for the classifier's static-only, e5-only and hybrid
+paths, peak RSS at 10k and 100k items. (b) 10,000 calls to a 200 ms loopback server at concurrency 50:
+wall time against the ideal and the bare openai-SDK loop, in the same run.
+
+    python -m bench.batch_throughput [--items 100000] [--calls 10000] [--ray]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import dataclasses
+import json
+import random
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+from tests.conftest import SHARED_DATA, chaos_config
+
+from tierwise.scale import BatchOptions, TaskSpec, run_file
+from tierwise.session import Session
+from tierwise.testing import ChaosServer
+
+PER_CLASS = 40  # labelled examples per intent; the rest of Banking77 is held back for accuracy
+
+
+def _data(root: Path, n_items: int) -> tuple[Path, Path, dict[str, str]]:
+    with (SHARED_DATA / "intents" / "banking77" / "train.csv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    random.Random(0).shuffle(rows)
+    seen: dict[str, int] = {}
+    examples, held = [], []
+    for r in rows:
+        if seen.get(r["category"], 0) < PER_CLASS:
+            examples.append(r)
+            seen[r["category"]] = seen.get(r["category"], 0) + 1
+        else:
+            held.append(r)
+    ex = root / "examples.csv"
+    with ex.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "category"])
+        w.writerows([r["text"], r["category"]] for r in examples)
+    items, truth = root / f"items{n_items}.jsonl", {}
+    with items.open("w") as f:
+        for i in range(n_items):
+            r = held[i % len(held)]  # Banking77 holds ~7k held-back texts: larger runs cycle through them
+            truth[str(i)] = r["category"]
+            f.write(json.dumps({"id": str(i), "text": r["text"]}) + "\n")
+    return ex, items, truth
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def part_a(root: Path, n: int, modes: list[str], executor: str) -> list[tuple]:
+    ex, items, truth = _data(root, n)
+    rows = []
+    async with Session() as s:
+        clf = await s.classifier(ex)
+        for mode in modes:
+            model = clf.model
+            if mode == "static":
+                model = dataclasses.replace(
+                    model, fast_threshold=float("-inf"), static_oos_threshold=float("-inf")
+                )
+            elif mode == "e5":
+                model = dataclasses.replace(model, fast_threshold=float("inf"))
+            clf_m = type(clf)(model)
+            out = root / f"out-{mode}-{n}-{executor}.jsonl"
+            spec = TaskSpec("classify", classifier=clf_m)
+            t = time.perf_counter()
+            rep = await run_file(
+                s, items, out, BatchOptions(spec, executor=executor), key_extra={"mode": mode}
+            )  # type: ignore[arg-type]
+            wall = time.perf_counter() - t
+            got = [json.loads(x) for x in out.read_text().splitlines()]
+            acc = sum(r["result"] == truth[r["id"]] for r in got) / max(len(got), 1)
+            esc = sum(r["model"] != "local/static-classifier" for r in got) / max(len(got), 1)
+            rows.append((mode, executor, n, rep.done / wall, acc, esc, _rss_mb()))
+    return rows
+
+
+async def part_b(calls: int) -> tuple[float, float, float]:
+    import openai
+
+    with ChaosServer(latency_s=0.2) as srv, tempfile.TemporaryDirectory() as d:
+        ideal = calls / 50 * 0.2
+        client = openai.AsyncOpenAI(base_url=srv.base_url, api_key="x", max_retries=0)
+        sem = asyncio.Semaphore(50)
+
+        async def one(i: int) -> None:
+            async with sem:
+                await client.chat.completions.create(
+                    model="nano-model", messages=[{"role": "user", "content": f"item {i}"}]
+                )
+
+        t = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(calls)))
+        bare = time.perf_counter() - t
+        await client.close()
+        toml = Path(d) / "tierwise.toml"
+        toml.write_text(
+            chaos_config(srv.base_url, f"sqlite:///{d}/ledger.db").replace(
+                "timeout_s = 2.0", "timeout_s = 30.0"
+            )
+        )
+        inp = Path(d) / "in.jsonl"
+        inp.write_text("".join(json.dumps({"id": str(i), "text": f"item {i}"}) + "\n" for i in range(calls)))
+        async with Session(toml) as s:
+            t = time.perf_counter()
+            await run_file(
+                s, inp, Path(d) / "out.jsonl", BatchOptions(TaskSpec("ask", tier="nano"), concurrency=50)
+            )
+            ours = time.perf_counter() - t
+    return ideal, bare, ours
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--items", type=int, default=100_000)
+    ap.add_argument("--calls", type=int, default=10_000)
+    ap.add_argument("--modes", default="static,hybrid,e5")
+    ap.add_argument("--ray", action="store_true")
+    ap.add_argument("--skip-b", action="store_true")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        rows = asyncio.run(part_a(root, min(10_000, args.items), args.modes.split(","), "local"))
+        if args.items > 10_000:
+            rows += asyncio.run(part_a(root, args.items, ["hybrid"], "local"))
+        if args.ray:
+            rows += asyncio.run(part_a(root, min(10_000, args.items), ["hybrid"], "ray"))
+    print(
+        f"{'mode':8} {'executor':8} {'items':>7} {'items/s':>9} {'accuracy':>9} {'to e5':>6} "
+        f"{'peak RSS MB':>12}"
+    )
+    for mode, ex, n, rate, acc, esc, rss in rows:
+        print(f"{mode:8} {ex:8} {n:>7} {rate:>9.0f} {acc:>9.3f} {esc:>6.1%} {rss:>12.0f}")
+    if not args.skip_b:
+        ideal, bare, ours = asyncio.run(part_b(args.calls))
+        print(
+            f"(b) {args.calls} calls @200 ms, c=50: ideal {ideal:.1f}s · "
+            f"bare SDK {bare:.1f}s ({bare / ideal:.2f}x) · "
+            f"tierwise batch {ours:.1f}s ({ours / ideal:.2f}x ideal, {ours / bare:.2f}x bare)"
+        )
+    best = max(rows, key=lambda r: r[3])
+    print(f"summary: best {best[0]} {best[3]:.0f} items/s at accuracy {best[4]:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""The local executor: bounded concurrency over the one path in this process.
+
+Per-item work runs up to ``concurrency`` calls at once (the run's fan-out limits apply on top); per-block
+work runs one block at a time, since its cost is CPU (embeddings, a classifier) that another block could
+only steal from. A budget refusal stops dispatching: items in flight finish, the rest stay for a resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from itertools import islice
+from typing import Any
+
+from tierwise.errors import BudgetExceeded
+from tierwise.runtime.scope import Scope
+from tierwise.scale.inputs import Item
+from tierwise.scale.tasks import TaskSpec
+from tierwise.scale.work import BlockWork, item_row
+
+Emit = Callable[[list[tuple[int, dict[str, Any]]]], None]
+Slot = Callable[[int], Awaitable[None]]
+
+
+async def _no_wait(seq: int) -> None:
+    return None
+
+
+def blocks(items: Iterable[tuple[int, Item]], size: int) -> Iterator[list[tuple[int, Item]]]:
+    it = iter(items)
+    while block := list(islice(it, size)):
+        yield block
+
+
+async def run_local(
+    scope: Scope,
+    spec: TaskSpec,
+    items: Iterable[tuple[int, Item]],
+    emit: Emit,
+    *,
+    slot: Slot = _no_wait,
+    concurrency: int = 50,
+    block_size: int = 512,
+) -> BudgetExceeded | None:
+    """Run every item, emitting rows as they finish; returns the budget refusal that stopped it, if any."""
+    if spec.per_block:
+        work = BlockWork(scope, spec)
+        for block in blocks(items, block_size):
+            await slot(block[-1][0])
+            try:
+                rows = await work.rows([it for _, it in block])
+            except BudgetExceeded as exc:
+                return exc
+            emit([(seq, r) for (seq, _), r in zip(block, rows, strict=True)])
+        return None
+
+    stopped: list[BudgetExceeded] = []
+    sem = asyncio.Semaphore(concurrency)
+    pending: set[asyncio.Task[None]] = set()
+
+    async def one(seq: int, item: Item) -> None:
+        try:
+            r = await item_row(scope, spec, item)
+        except BudgetExceeded as exc:
+            stopped.append(exc)
+            return
+        finally:
+            sem.release()
+        emit([(seq, r)])
+
+    try:
+        for seq, item in items:
+            await slot(seq)
+            await sem.acquire()
+            if stopped:
+                sem.release()
+                break
+            t = asyncio.create_task(one(seq, item))
+            pending.add(t)
+            t.add_done_callback(pending.discard)
+        if pending:
+            await asyncio.gather(*pending)
+    finally:
+        for t in pending:
+            t.cancel()
+    return stopped[0] if stopped else None
