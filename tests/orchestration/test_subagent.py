@@ -112,8 +112,12 @@ async def test_tool_outputs_are_fitted_to_the_window_on_later_turns(
     toml.write_text(config.replace("context_window = 50000", "context_window = 5000"))
     mini = {"model": "mini-model", "has_tools": True}
     reads = [
-        {"times": 1, "match": mini, "reply": {"tool_calls": [{"name": "read_file", "arguments": {"path": f}}]}}
-        for f in ("a.txt", "b.txt", "c.txt")
+        {
+            "times": 1,
+            "match": mini,
+            "reply": {"tool_calls": [{"name": "read_file", "arguments": {"path": p}}]},
+        }
+        for p in ("a.txt", "b.txt", "c.txt")
     ]
     chaos_server.set_script(
         plan_script(plan=PLAN, extra=[*reads, {"match": mini, "reply": {"text": "read all three"}}])
