@@ -136,14 +136,20 @@ def probe_writable(engine: Engine) -> None:
 
 
 def write_intent(engine: Engine, row: dict[str, Any], *, outage_s: float = 8.0) -> None:
-    """Insert the intent; a database that is briefly away (a restart) is waited for, up to ``outage_s``,
-    since nothing may be sent until the intent is written."""
+    """Insert one intent (see ``write_intents``)."""
+    write_intents(engine, [row], outage_s=outage_s)
+
+
+def write_intents(engine: Engine, rows: list[dict[str, Any]], *, outage_s: float = 8.0) -> None:
+    """Insert intents in one transaction; a database that is briefly away (a restart) is waited for, up
+    to ``outage_s``, since nothing may be sent until its intent is written."""
+    now = utcnow()
+    clean = [{**row, "reason": redact(str(row.get("reason", ""))), "created_at": now} for row in rows]
     delay, waited = 0.1, 0.0
     while True:
         try:
             with engine.begin() as conn:
-                clean = {**row, "reason": redact(str(row.get("reason", "")))}
-                conn.execute(schema.intents.insert().values(**clean, created_at=utcnow()))
+                conn.execute(schema.intents.insert(), clean)
             return
         except sa.exc.OperationalError:
             if waited >= outage_s:

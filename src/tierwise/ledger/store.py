@@ -27,6 +27,7 @@ from sqlalchemy.engine import URL, Connection
 
 from tierwise.errors import InputError, LedgerError
 from tierwise.ledger import circuits, leases, queries, schema
+from tierwise.ledger.intents import IntentWriter
 from tierwise.ledger.queries import SpendKey
 from tierwise.ledger.records import CallRecord, RunRecord, StepRecord, utcnow
 from tierwise.ledger.redact import redact, redact_obj
@@ -102,6 +103,7 @@ class Ledger:
             threading.Lock() if in_memory else contextlib.nullcontext()
         )
         self._upsert_run = self._upsert_statement()
+        self._intents = IntentWriter(self._sync_engine, self._db_lock)
         self._queue: SimpleQueue[_Item] = SimpleQueue()
         self._error: LedgerError | None = None
         self._error_lock = threading.Lock()
@@ -191,6 +193,7 @@ class Ledger:
         atexit.unregister(self._atexit)
         self._signal((_STOP, None))
         self._thread.join()
+        self._intents.close()
         self._engine.dispose()
         if self._sync_engine is not self._engine:
             self._sync_engine.dispose()
@@ -235,6 +238,11 @@ class Ledger:
         """Before a request is sent: the call that will be paid, in the database before it leaves."""
         with self._db_lock:
             leases.write_intent(self._sync_engine, row)
+
+    async def intend(self, row: dict[str, Any]) -> None:
+        """``write_intent`` from the event loop, committed together with the intents of other calls in
+        flight (one transaction for many; see ``ledger/intents.py``)."""
+        await self._intents.write(row)
 
     def record_circuit(self, model: str, state: str, failures: int, why: str) -> None:
         """A model's circuit breaker changed state; kept (one row per model) for the dashboard and CLI."""

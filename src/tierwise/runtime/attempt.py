@@ -7,7 +7,6 @@ every request a provider sees, and for every request refused before it was sent.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import math
@@ -131,12 +130,12 @@ class Attempt:
 
     async def _intend(self, leg: Leg, reservation: Reservation) -> None:
         """Write the call down before it leaves, so a crash mid-call cannot lose a paid request.
-        Off the event loop: the write is durable (and waits out a database restart)."""
+        Off the event loop, in a group commit with the other calls in flight: the write is durable (and
+        waits out a database restart)."""
         intent = new_id()
         d, spec = leg.decision, leg.spec
         reserved = reservation.usd if spec.input_per_mtok is not None else None
-        await asyncio.to_thread(
-            self.recorder.sink.write_intent,
+        await self.recorder.sink.intend(
             {
                 "id": intent, "run_id": leg.scope.id, "step_id": leg.task.step_id,
                 "operation": leg.operation, "task_kind": d.kind.value, "tier": spec.tier.value,

@@ -35,7 +35,7 @@ class CallSink(Protocol):
         """A model's circuit breaker changed state (open, half_open, closed)."""
         ...
 
-    def write_intent(self, row: dict[str, Any]) -> None:
+    async def intend(self, row: dict[str, Any]) -> None:
         """Durably note a call about to be sent (cleared when its record is written)."""
         ...
 

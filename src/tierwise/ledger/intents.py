@@ -1,0 +1,97 @@
+"""Write-ahead intents in group commits: one thread writes the intents of every call about to be sent.
+
+Each call must be in the database before its request leaves (a crash then leaves a row to settle, never a
+paid call nobody recorded). Written one per transaction from the event loop's thread pool, that costs a
+thread hop and a commit per call (~0.4 ms) and serialises concurrent calls on the database. Here the calls
+in flight queue their intents; a writer thread takes all that are waiting, inserts them in one transaction
+and wakes each caller once its row is committed: one commit for many calls, and no thread-pool hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
+from queue import Empty, SimpleQueue
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from tierwise.ledger import leases
+
+_Done = Callable[[BaseException | None], None]
+_MAX_GROUP = 512
+
+
+class IntentWriter:
+    """Queue intents from any thread or loop; ``await write(row)`` returns once the row is committed."""
+
+    def __init__(self, engine: Engine, lock: Any) -> None:
+        self._engine = engine
+        self._lock = lock  # the ledger's lock for an in-memory database shared by every thread
+        self._queue: SimpleQueue[tuple[dict[str, Any], _Done] | None] = SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start = threading.Lock()
+
+    def _ensure(self) -> None:
+        if self._thread is None:
+            with self._start:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="tierwise-intents", daemon=True)
+                    self._thread.start()
+
+    async def write(self, row: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def settle(exc: BaseException | None) -> None:
+            loop.call_soon_threadsafe(_resolve, done, exc)
+
+        self._ensure()
+        self._queue.put((row, settle))
+        await done
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            group = [item]
+            stop = False
+            while len(group) < _MAX_GROUP:
+                try:
+                    more = self._queue.get_nowait()
+                except Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                group.append(more)
+            error: BaseException | None = None
+            try:
+                with self._lock:
+                    leases.write_intents(self._engine, [row for row, _ in group])
+            except BaseException as exc:  # every caller waiting on this group learns why, none hangs
+                error = exc
+            for _, settle in group:
+                # RuntimeError: that caller's loop is closed, so it is not waiting any more.
+                with contextlib.suppress(RuntimeError):
+                    settle(error)
+            if stop:
+                return
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+
+def _resolve(fut: asyncio.Future[None], exc: BaseException | None) -> None:
+    if fut.done():  # the caller was cancelled: its intent is in the database all the same
+        return
+    if exc is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(exc)
