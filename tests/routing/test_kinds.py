@@ -77,9 +77,9 @@ def test_ambiguity_cues_still_raise_unclear_requests() -> None:
     assert guess is not None and guess.kind is TaskKind.AMBIGUOUS and guess.ambiguity >= 0.5
 
 
-async def _call(toml: Path, text: str) -> tuple[str, list[tuple[str, str]]]:
+async def _call(toml: Path, text: str, **kwargs: str) -> tuple[str, list[tuple[str, str]]]:
     async with Session(toml) as s:
-        result = await s.call(text)
+        result = await s.call(text, **kwargs)
         assert s.ledger is not None
         await s.ledger.aflush()
         calls = s.ledger.calls(run_id=result.run_id)
@@ -102,3 +102,13 @@ async def test_unsure_text_falls_back_to_a_metered_e5_call(tmp_path: Path, chaos
     reason, calls = await _call(toml, UNSURE)
     assert "inferred from the text (e5, similarity " in reason, reason
     assert calls[0] == ("embed", "local/e5-small") and calls[-1][0] == "chat", calls
+
+
+@needs_both
+async def test_a_pinned_tier_never_pays_e5_for_the_kind(tmp_path: Path, chaos_server: ChaosServer) -> None:
+    """The kind of a tier-pinned call routes nothing: the static guess is recorded, unsure or not."""
+    toml = tmp_path / "tierwise.toml"
+    toml.write_text(chaos_config(chaos_server.base_url, f"sqlite:///{tmp_path}/ledger.db"))
+    reason, calls = await _call(toml, UNSURE, tier="nano")
+    assert [op for op, _ in calls] == ["chat"], calls
+    assert "static classifier" in reason or "pinned" in reason, reason

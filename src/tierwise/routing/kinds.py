@@ -177,8 +177,9 @@ class KindInferrer:
     def has_e5(self) -> bool:
         return self._embed is not None
 
-    def classify(self, text: str) -> KindGuess | None:
-        """The static classifier's guess when it is confident (or when there is no e5 to ask); else None."""
+    def classify(self, text: str, *, settle: bool = False) -> KindGuess | None:
+        """The static classifier's guess when it is confident (or when there is no e5 to ask); else None.
+        ``settle``: its guess stands even when unsure (the kind is only recorded, not routed on)."""
         if self._classifier is None:
             return None
         from tierwise.routing.kind_classifier import THRESHOLD, KindClassifier
@@ -187,7 +188,7 @@ class KindInferrer:
             self._classifier = self._classifier()  # fitted once, on first use
         pred = self._classifier.predict(text)
         threshold = THRESHOLD if self._threshold is None else self._threshold
-        if self._embed is not None and pred.probability < threshold:
+        if self._embed is not None and pred.probability < threshold and not settle:
             return None
         ambiguity = ambiguity_cues(text)
         return KindGuess(_unclear(pred.kind, ambiguity), pred.probability, pred.margin, ambiguity, "static")

@@ -100,8 +100,9 @@ class Runtime:
         if task.kind is not None or self.inferrer is None or task.model is not None:
             return task
         # The static classifier is local CPU (~0.2 ms, no model call, nothing metered); only when it is
-        # unsure does the metered e5 embedding decide.
-        guess = self.inferrer.classify(task.text)
+        # unsure does the metered e5 embedding decide. With a tier pinned the kind routes nothing (it is
+        # recorded, and read by the layer swap), so the static guess stands and e5 is never paid for.
+        guess = self.inferrer.classify(task.text, settle=task.tier is not None)
         if guess is None:
             emb = await self.embed([task.text], scope, kind=TaskKind.PREPROCESS, reason="kind inference")
             guess = self.inferrer.from_vector(emb.vectors[0], task.text)
