@@ -12,7 +12,7 @@ import anthropic
 from tierwise.core import Message, ToolCall, Usage
 from tierwise.errors import ProviderError
 from tierwise.models.spec import ModelSpec
-from tierwise.providers.base import Completion, Embeddings, Request, StreamChunk
+from tierwise.providers.base import Completion, Embeddings, Request, StreamChunk, retry_after_s
 
 
 class AnthropicProvider:
@@ -138,11 +138,10 @@ def _translate(exc: anthropic.AnthropicError, provider: str) -> ProviderError:
         return ProviderError(f"provider {provider!r} unreachable: {exc}", retryable=True)
     if isinstance(exc, anthropic.APIStatusError):
         status = exc.status_code
-        retry_after = exc.response.headers.get("retry-after")
         return ProviderError(
             f"provider {provider!r} answered HTTP {status}: {str(exc)[:300]}",
             status=status,
             retryable=status in (408, 409, 429, 529) or status >= 500,
-            retry_after_s=float(retry_after) if retry_after and retry_after.isdigit() else None,
+            retry_after_s=retry_after_s(exc.response.headers),
         )
     return ProviderError(f"provider {provider!r} failed: {exc}", retryable=True)

@@ -69,3 +69,19 @@ class Provider(Protocol):
     async def embed(self, model: ModelSpec, texts: list[str]) -> Embeddings: ...
 
     async def aclose(self) -> None: ...
+
+
+def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds a provider asked us to wait (``retry-after-ms`` or ``retry-after``), if it said."""
+    if not headers:
+        return None
+    for key in ("retry-after-ms", "retry-after"):
+        value = headers.get(key)
+        if value is None:
+            continue
+        try:
+            seconds = float(value)
+        except ValueError:
+            return None
+        return seconds / 1000 if key == "retry-after-ms" else seconds
+    return None

@@ -25,7 +25,7 @@ from tierwise.core import ToolCall, Usage
 from tierwise.errors import ProviderError, ProviderSetupError
 from tierwise.models.spec import ModelSpec
 from tierwise.models.tokens import count_text
-from tierwise.providers.base import Completion, Embeddings, Request, StreamChunk
+from tierwise.providers.base import Completion, Embeddings, Request, StreamChunk, retry_after_s
 
 # Before the import: LiteLLM reads these while loading (the cost map) or at first use.
 _OFFLINE_ENV = {
@@ -87,6 +87,21 @@ class LiteLLMProvider:
             self._checked.add(model)
         return model
 
+    def _common(self, spec: ModelSpec, timeout_s: float | None) -> dict[str, Any]:
+        """What every LiteLLM call carries: the model string, timeout, credentials, and no retries of its
+        own — ours apply (backoff, retry budget, fallback, breakers); LiteLLM's and the SDK's are off."""
+        kw: dict[str, Any] = {
+            "model": self.model_string(spec),
+            "timeout": timeout_s if timeout_s is not None else self._timeout_s,
+            "num_retries": 0,
+            "max_retries": 0,
+        }
+        if self._api_key is not None:
+            kw["api_key"] = self._api_key
+        if self._api_base is not None:
+            kw["api_base"] = self._api_base
+        return kw
+
     def _check(self, model: str) -> None:
         try:
             llm_provider = self._litellm.get_llm_provider(model, api_base=self._api_base)[1]
@@ -117,19 +132,9 @@ class LiteLLMProvider:
     # --- requests -----------------------------------------------------------------------------------
 
     def _kwargs(self, request: Request) -> dict[str, Any]:
-        kw: dict[str, Any] = {
-            "model": self.model_string(request.model),
-            "messages": [m.to_openai() for m in request.messages],
-            "max_tokens": request.max_output_tokens,
-            "timeout": request.timeout_s if request.timeout_s is not None else self._timeout_s,
-            # Ours apply (backoff, retry budget, fallback, breakers): LiteLLM's and the SDK's are off.
-            "num_retries": 0,
-            "max_retries": 0,
-        }
-        if self._api_key is not None:
-            kw["api_key"] = self._api_key
-        if self._api_base is not None:
-            kw["api_base"] = self._api_base
+        kw = self._common(request.model, request.timeout_s)
+        kw["messages"] = [m.to_openai() for m in request.messages]
+        kw["max_tokens"] = request.max_output_tokens
         if request.temperature is not None:
             kw["temperature"] = request.temperature
         if request.tools:
@@ -211,17 +216,8 @@ class LiteLLMProvider:
         yield StreamChunk(usage=usage, served_model=served, finish_reason=finish, extra=_cost_extra(cost))
 
     async def embed(self, model: ModelSpec, texts: list[str]) -> Embeddings:
-        kw: dict[str, Any] = {
-            "model": self.model_string(model),
-            "input": texts,
-            "timeout": self._timeout_s,
-            "num_retries": 0,
-            "max_retries": 0,
-        }
-        if self._api_key is not None:
-            kw["api_key"] = self._api_key
-        if self._api_base is not None:
-            kw["api_base"] = self._api_base
+        kw = self._common(model, None)
+        kw["input"] = texts
         started = time.perf_counter()
         try:
             resp = await self._litellm.aembedding(**kw)
@@ -278,22 +274,6 @@ def _aws_credentials() -> bool:
         return True
 
 
-def _retry_after(exc: Exception) -> float | None:
-    headers = getattr(getattr(exc, "response", None), "headers", None)
-    if not headers:
-        return None
-    for key in ("retry-after-ms", "retry-after"):
-        value = headers.get(key)
-        if value is None:
-            continue
-        try:
-            seconds = float(value)
-        except ValueError:
-            return None
-        return seconds / 1000 if key == "retry-after-ms" else seconds
-    return None
-
-
 def _translate(exc: Exception, provider: str) -> ProviderError:
     """LiteLLM's exceptions (OpenAI's, with ``status_code``) to ProviderError, marking what to retry."""
     import openai  # LiteLLM's exceptions subclass the OpenAI SDK's
@@ -317,5 +297,5 @@ def _translate(exc: Exception, provider: str) -> ProviderError:
         f"provider {provider!r} answered HTTP {status}: {message}",
         status=status,
         retryable=status in (408, 409, 429) or status >= 500,
-        retry_after_s=_retry_after(exc),
+        retry_after_s=retry_after_s(getattr(getattr(exc, "response", None), "headers", None)),
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -14,7 +14,7 @@ from tierwise.core import ToolCall, Usage
 from tierwise.errors import ProviderError
 from tierwise.models.spec import ModelSpec
 from tierwise.models.tokens import count_text
-from tierwise.providers.base import Completion, Embeddings, Request, StreamChunk
+from tierwise.providers.base import Completion, Embeddings, Request, StreamChunk, retry_after_s
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
@@ -218,21 +218,6 @@ def _rejects_schema(exc: openai.APIStatusError) -> bool:
     return exc.status_code in (400, 422, 500) and "response_format" in text and "json_schema" in text
 
 
-def _retry_after(headers: Mapping[str, str] | None) -> float | None:
-    if headers is None:
-        return None
-    for key in ("retry-after-ms", "retry-after"):
-        value = headers.get(key)
-        if value is None:
-            continue
-        try:
-            seconds = float(value)
-        except ValueError:
-            return None
-        return seconds / 1000 if key == "retry-after-ms" else seconds
-    return None
-
-
 def _translate(exc: Exception, provider: str) -> ProviderError:
     """Map SDK exceptions to ProviderError, marking what is worth retrying."""
     if isinstance(exc, openai.APITimeoutError):
@@ -252,7 +237,7 @@ def _translate(exc: Exception, provider: str) -> ProviderError:
             f"provider {provider!r} answered HTTP {status}: {message}",
             status=status,
             retryable=retryable,
-            retry_after_s=_retry_after(exc.response.headers),
+            retry_after_s=retry_after_s(exc.response.headers),
         )
     if isinstance(exc, (ValueError, openai.APIResponseValidationError)):
         return ProviderError(f"provider {provider!r} sent a malformed body: {exc}", retryable=True)
