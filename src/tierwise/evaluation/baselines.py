@@ -14,7 +14,7 @@ import numpy as np
 
 from tierwise.errors import ConfigError, InputError
 from tierwise.routing.cascade_fit import CascadeFamily, fit_cascades
-from tierwise.routing.features import embedder_names, focus
+from tierwise.routing.features import DEFAULT_FEATURES, embedder_names, focus
 from tierwise.routing.learned import LAMBDAS, LearnedModel
 from tierwise.routing.outcomes import Outcomes, RoutePlan
 
@@ -49,7 +49,7 @@ class LearnedReplay:
 
     name = "learned"
 
-    def __init__(self, embedder: str = "static", seed: int = 0) -> None:
+    def __init__(self, embedder: str = DEFAULT_FEATURES, seed: int = 0) -> None:
         self.embedder = embedder
         self.seed = seed
         self.model: LearnedModel | None = None
@@ -159,15 +159,61 @@ class RandomReplay:
         return np.random.default_rng(self.seed).random(test.n) if len(test.models) == 2 else None
 
 
+class PolicyReplay:
+    """The policy router on outcome rows: one kind, so one tier for every prompt. Its sweep is the choice
+    of that tier, and its frontier is the single models' hull: what routing must beat."""
+
+    name = "policy"
+
+    def __init__(self) -> None:
+        self._order: list[int] = []
+
+    def fit(self, train: Outcomes) -> None:
+        self._order = list(np.argsort(train.mean_cost(), kind="stable"))
+
+    def plans(self, test: Outcomes) -> list[RoutePlan]:
+        m = len(test.models)
+        return [
+            RoutePlan.single_call(test.models[j], np.full(test.n, j), m, float(i))
+            for i, j in enumerate(self._order)
+        ]
+
+    def strong_score(self, test: Outcomes) -> np.ndarray | None:
+        return None
+
+
+class OracleReplay:
+    """Reference only: reads the evaluation rows' scores, which no router can. λ-sweep of the true scores."""
+
+    name = "oracle"
+
+    def __init__(self) -> None:
+        self._costs: np.ndarray | None = None
+
+    def fit(self, train: Outcomes) -> None:
+        self._costs = train.mean_cost()
+
+    def plans(self, test: Outcomes) -> list[RoutePlan]:
+        return _lambda_plans(test.scores, test.mean_cost(), len(test.models))
+
+    def strong_score(self, test: Outcomes) -> np.ndarray | None:
+        if len(test.models) != 2:
+            return None
+        s, w = test.strong_weak()
+        return ((test.scores[:, s] > 0.5) & (test.scores[:, w] <= 0.5)).astype(np.float64)
+
+
 ROUTERS: dict[str, Callable[[int, str], ReplayRouter]] = {
     "learned": lambda seed, embedder: LearnedReplay(embedder=embedder, seed=seed),
     "cascade": lambda seed, embedder: CascadeReplay(seed=seed),
     "knn-tfidf": lambda seed, embedder: TfidfKnnReplay(),
     "random": lambda seed, embedder: RandomReplay(seed=seed),
+    "policy": lambda seed, embedder: PolicyReplay(),
+    "oracle": lambda seed, embedder: OracleReplay(),
 }
 
 
-def make_router(name: str, seed: int = 0, embedder: str = "static") -> ReplayRouter:
+def make_router(name: str, seed: int = 0, embedder: str = DEFAULT_FEATURES) -> ReplayRouter:
     if name not in ROUTERS:
         raise InputError(f"unknown router {name!r}: use one of {', '.join(ROUTERS)}")
     try:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tierwise.errors import InputError
 from tierwise.routing.frontier import Point, aiq, apgr, cpt, hull, pgr, routellm_curve
 from tierwise.routing.outcomes import Outcomes
 
@@ -22,6 +23,7 @@ __all__ = [
     "best_single",
     "costliest_single",
     "cpt",
+    "gap_metrics",
     "hull",
     "oracle_choice",
     "oracle_point",
@@ -89,3 +91,33 @@ def apgr_of_scores(data: Outcomes, strong_score: np.ndarray, n_thresholds: int =
     curve = routellm_curve(strong_score, data.scores[:, w], data.scores[:, s], n_thresholds)
     q = data.mean_quality()
     return apgr(curve, float(q[w]), float(q[s]))
+
+
+# ---- many models: the gap between the cheapest model and the best one --------------------------------
+def gap_metrics(
+    points: Sequence[Point], cheap: Point, strong: Point
+) -> tuple[float, float | None, float | None]:
+    """APGR, CPT(50%), CPT(80%) generalised to N priced models, on the router's hull.
+
+    The axis runs from the cheapest model's cost to the best model's; the gap from the cheapest model's
+    quality to the best one's. APGR is the hull's mean PGR over that span (extended flat, cut at the best
+    model's cost); CPT(x) is the smallest cost, in % of the best model's, at which the hull reaches PGR x.
+    """
+    if strong.cost <= cheap.cost or strong.quality == cheap.quality:
+        raise InputError("gap metrics need a best model that costs more and scores better than the cheapest")
+    span = strong.cost - cheap.cost
+    h = hull([*points, Point(cheap.cost, cheap.quality)])  # quality at the cheapest cost: its own
+    h = h[h[:, 0] >= cheap.cost]
+    h = np.vstack([h[h[:, 0] <= strong.cost], [strong.cost, _at_cost(h, strong.cost)]])
+    curve = [Point((c - cheap.cost) / span, q) for c, q in h]
+    area = aiq(curve, 1.0)  # the hull on [0, 1], flat to 1: its mean quality
+    value = (area - cheap.quality) / (strong.quality - cheap.quality)
+    scale = [Point(c / strong.cost, q) for c, q in h]
+    c50 = cpt(scale, 0.5, cheap.quality, strong.quality)
+    c80 = cpt(scale, 0.8, cheap.quality, strong.quality)
+    return value, c50, c80
+
+
+def _at_cost(h: np.ndarray, cost: float) -> float:
+    """The hull's quality at ``cost`` (flat past its last point)."""
+    return float(np.interp(cost, h[:, 0], h[:, 1]))

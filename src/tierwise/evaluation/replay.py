@@ -28,6 +28,7 @@ from tierwise.evaluation.metrics import (
     routellm_curve,
     single_points,
 )
+from tierwise.routing.features import DEFAULT_FEATURES
 from tierwise.routing.outcomes import Outcomes, RoutePlan, same_models
 
 BUDGET_SHARE = 0.25  # "quality at <= 25% of the strongest model's cost"
@@ -55,6 +56,7 @@ class ReplayResult:
     skipped: int = 0
     excluded: int = 0
     seconds: float = 0.0
+    fit_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -90,6 +92,7 @@ class ReplayResult:
             "skipped_blank_rows": self.skipped,
             "excluded_rows": self.excluded,
             "seconds": round(self.seconds, 3),
+            "fit_seconds": round(self.fit_seconds, 3),
         }
         if len(self.models) == 2:
             out["apgr"] = None if self.apgr is None else round(self.apgr, 6)
@@ -113,6 +116,7 @@ def replay(router: ReplayRouter, train: Outcomes, test: Outcomes, *, split: str 
     train = train.select_models(test.models)
     started = time.perf_counter()
     router.fit(train)
+    fitted = time.perf_counter()
     plans = router.plans(test)
     points = frontier_points(plans, test)
     max_cost = costliest_single(test).cost
@@ -139,6 +143,7 @@ def replay(router: ReplayRouter, train: Outcomes, test: Outcomes, *, split: str 
     if len(test.models) == 2:
         _two_model_metrics(result, router, plans, test)
     result.seconds = time.perf_counter() - started
+    result.fit_seconds = fitted - started
     return result
 
 
@@ -183,7 +188,7 @@ def run_replay(
     train: Sequence[str | Path] | None = None,
     router: str = "learned",
     seed: int = 0,
-    embedder: str = "static",
+    embedder: str = DEFAULT_FEATURES,
 ) -> ReplayResult:
     """What ``tierwise eval replay`` runs: load, split or pair train/eval files, fit, sweep, measure."""
     replay_router = make_router(router, seed, embedder)  # fail on a bad name before loading anything

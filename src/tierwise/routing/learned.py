@@ -21,7 +21,7 @@ from tierwise.errors import ConfigError, InputError, RoutingError
 from tierwise.models.catalog import Catalog
 from tierwise.models.spec import ModelSpec
 from tierwise.routing.base import CallFn
-from tierwise.routing.features import embed, layout
+from tierwise.routing.features import DEFAULT_FEATURES, embed, layout
 from tierwise.routing.frontier import Point, aiq, apgr, routellm_curve
 from tierwise.routing.outcomes import Outcomes, fold_indices
 from tierwise.routing.policy import PolicyRouter
@@ -56,7 +56,7 @@ class LearnedModel:
         cls,
         data: Outcomes,
         *,
-        embedder: str = "static",
+        embedder: str = DEFAULT_FEATURES,
         choices: Sequence[Predictor] | None = None,
         folds: int = 5,
         seed: int = 0,
