@@ -1,11 +1,12 @@
 """``KeyGate``: API keys, their rate limits and their budgets in front of the one path.
 
 ``admit`` checks ``Authorization: Bearer tw-...`` against the ledger's key table through an in-memory cache
-(hash → key row, ``cache_ttl_s``), so a hot request costs no database round trip and a revoke takes effect
-within about a second in every worker. ``scope`` hands each key one long-lived proxy run per period and
-process: its budget is a ``KeyBudget`` capped at the share of the key's budget this process holds (all of
-what is left with one worker; chunks leased from the ledger with several), so the runtime's reservation
-refuses over-budget calls before they are sent, atomically, under any concurrency.
+refreshed in the background (``KeyCache``, every ``cache_ttl_s``), so a hot request costs no database round
+trip and a revoke takes effect within about a second in every worker. ``scope`` hands each key one
+long-lived proxy run per period and process: its budget is a ``KeyBudget`` capped at the share of the
+key's budget this process holds (all of what is left with one worker; chunks leased from the ledger with
+several), so the runtime's reservation refuses over-budget calls before they are sent, atomically, under
+any concurrency.
 
 Each run is held open by a task of its own (not by the request that happened to open it): the run's
 tracing context then lives in that task, and closing it later from another task is clean.
@@ -20,7 +21,6 @@ import asyncio
 import contextlib
 import hmac
 import re
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,6 +35,7 @@ from tierwise.runtime.scope import FanOut, Scope
 from tierwise.server.errors import ApiError, from_tierwise
 from tierwise.server.gate import Caller
 from tierwise.server.key_budget import KeyBudget, KeyBudgetExceeded, period_bounds
+from tierwise.server.key_cache import KeyCache
 from tierwise.server.rate import RateLimiter
 
 if TYPE_CHECKING:
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
 # Proxy traffic is many independent clients: the run's fan-out limits must not be what throttles them.
 PROXY_FAN_OUT = FanOut(per_tier={Tier.LARGE: 256, Tier.MINI: 256, Tier.NANO: 1024}, in_flight=1024)
 RUN_KIND = "proxy"
-_CACHE_MAX = 10_000
 _TOKEN = re.compile(r"tw-[A-Za-z0-9_-]{16,128}")
 _CHUNKS_PER_WORKER = 4  # with several workers, each leases a quarter of its fair share at a time
 
@@ -81,10 +81,9 @@ class KeyGate:
         self._session = session
         self._workers = workers
         self._now = now
-        self._ttl = cache_ttl_s
         self._engine = keys.open_engine(session.ledger.url)
         self._rate = RateLimiter(self._engine if workers > 1 else None, now)
-        self._cache: dict[str, tuple[KeyRow | None, float]] = {}
+        self._cache = KeyCache(lambda digest: keys.by_hash(self._engine, digest), cache_ttl_s)
         self._rows: dict[str, KeyRow] = {}  # key id -> row as last read
         self._runs: dict[str, _KeyRun] = {}
         self._opening: dict[str, asyncio.Future[_KeyRun]] = {}
@@ -94,7 +93,7 @@ class KeyGate:
 
     async def admit(self, authorization: str | None) -> Caller:
         digest = keys.secret_hash(_bearer(authorization))
-        row = await self._lookup(digest)
+        row = await self._cache.get(digest)
         if row is None or not hmac.compare_digest(row.secret_sha256, digest):
             raise ApiError(
                 401,
@@ -119,22 +118,8 @@ class KeyGate:
                     code="rate_limit_exceeded",
                     retry_after_s=wait,
                 )
+        self._rows[row.id] = row  # as last read, for the key's next run
         return Caller(row.id, row.name, row.admin)
-
-    async def _lookup(self, digest: str) -> KeyRow | None:
-        now = time.monotonic()
-        hit = self._cache.get(digest)
-        if hit is not None and hit[1] > now:
-            return hit[0]
-        row = await asyncio.to_thread(keys.by_hash, self._engine, digest)
-        if len(self._cache) >= _CACHE_MAX:  # unknown keys are cached too: bound what a key-guesser costs
-            self._cache = {d: v for d, v in self._cache.items() if v[1] > now}
-            if len(self._cache) >= _CACHE_MAX:
-                self._cache.clear()
-        self._cache[digest] = (row, now + self._ttl)
-        if row is not None:
-            self._rows[row.id] = row
-        return row
 
     # --- scope --------------------------------------------------------------------------------------
 
@@ -275,6 +260,7 @@ class KeyGate:
 
     async def aclose(self) -> None:
         """Finish every key's run and give back what they hold and did not spend."""
+        await self._cache.aclose()
         for fut in list(self._opening.values()):
             with contextlib.suppress(Exception):
                 await fut
