@@ -12,6 +12,9 @@ the hull's PGR between the cheapest and the best model, CPT in % of the best mod
 <= 25% of the best model's cost in % of its quality; fit and replay seconds per fold.
 
 Options: ``--folds N`` (5), ``--features SPEC`` (static+lex), ``--quick`` (2 folds), ``--tasks a,b``.
+``--transfer``: instead, train on one task and route another it never saw (MMLU → ARC-C on the two MMLU
+models; RouterBench tasks → each other): AIQ / APGR on the unseen task, calibration (ECE in task vs on the
+unseen one) and the ``learned_min_confidence`` fallback to the policy (the large model) at several floors.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -32,9 +35,10 @@ from tierwise.evaluation.baselines import (
     ReplayRouter,
     TfidfKnnReplay,
 )
-from tierwise.evaluation.datasets import load_outcomes, mmlu_files, routerbench_files
+from tierwise.evaluation.datasets import load_outcomes, mmlu_files, routerbench_files, with_strong_share
 from tierwise.evaluation.metrics import apgr, cpt, gap_metrics, routellm_curve, single_points
 from tierwise.evaluation.replay import ReplayResult, replay
+from tierwise.evaluation.transfer import TransferResult, transfer
 from tierwise.routing.features import DEFAULT_FEATURES
 from tierwise.routing.outcomes import Outcomes
 
@@ -182,6 +186,56 @@ def summary(tasks: Sequence[TaskResult], seconds: float) -> str:
     return f"summary: {'; '.join(parts)}; {seconds:.0f} s"
 
 
+MMLU_AS_ROUTERBENCH = {"mistralai/Mixtral-8x7B-Instruct-v0.1": "mistralai/mixtral-8x7b-chat"}
+
+
+def run_transfer(features: str, seed: int) -> list[TransferResult]:
+    bench = {p.stem.removesuffix("_train"): load_outcomes([p]) for p in routerbench_files()}
+    mmlu = load_outcomes(mmlu_files())
+    mmlu = replace(mmlu, models=tuple(MMLU_AS_ROUTERBENCH.get(m, m) for m in mmlu.models))
+    pairs: list[tuple[str, Outcomes, str, Outcomes]] = []
+    for name, data in bench.items():
+        arc_two = with_strong_share(data.select_models(mmlu.models), mmlu.meta["strong"])
+        if name == "arc_challenge":
+            pairs.append(("mmlu", mmlu, f"{name} (2 models)", arc_two))
+    for a, da in bench.items():
+        for b, db in bench.items():
+            if a != b:
+                pairs.append((a, da, b, db))
+    out = []
+    for source, train, target, test in pairs:
+        out.append(transfer(train, test, source=source, target=target, embedder=features, seed=seed))
+        print(f"  {source} -> {target} done", flush=True)
+    return out
+
+
+def transfer_table(results: Sequence[TransferResult]) -> list[str]:
+    lines = [
+        f"{'source -> target':40} {'AIQ':>7} {'hull':>7} {'APGR':>7} {'ECE in':>7} {'ECE out':>7}",
+        "-" * 80,
+    ]
+    for r in results:
+        gap = "n/a" if r.apgr is None else f"{r.apgr:.4f}"
+        lines.append(
+            f"{r.source + ' -> ' + r.target:40} {r.aiq:7.4f} {r.hull_aiq:7.4f} {gap:>7} "
+            f"{r.ece_in_task:7.3f} {r.ece:7.3f}"
+        )
+    lines += ["", "fallback to the policy (large) below a predicted quality floor, at the default λ:"]
+    lines.append(
+        f"{'source -> target':40} {'floor':>5} {'to policy':>9} {'quality':>8} {'cost':>10} {'vs λ':>7}"
+    )
+    lines.append("-" * 92)
+    for r in results:
+        lines.append(
+            f"{r.source + ' -> ' + r.target:40} {'large':>5} {'100%':>9} {r.large.quality:8.4f} "
+            f"{r.large.cost:10.4g}"
+        )
+        for f in r.fallbacks:
+            floor = "none" if f.floor is None else f"{f.floor:.1f}"
+            lines.append(f"{'':40} {floor:>5} {f.share:9.1%} {f.quality:8.4f} {f.cost:10.4g} {f.gain:+7.4f}")
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--folds", type=int, default=5)
@@ -191,7 +245,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--tasks", default="", help="comma-separated subset: arc_challenge,mbpp,winogrande,mmlu"
     )
+    parser.add_argument("--transfer", action="store_true", help="train on one task, route another")
     args = parser.parse_args(argv)
+    if args.transfer:
+        started = time.perf_counter()
+        print(f"routing transfer: features {args.features}", flush=True)
+        results = run_transfer(args.features, args.seed)
+        print("\n".join(transfer_table(results)))
+        above = sum(r.aiq > r.hull_aiq for r in results)
+        worst = max(r.ece for r in results)
+        print(
+            f"summary: above the hull on {above}/{len(results)} unseen tasks; ECE on unseen tasks up to "
+            f"{worst:.3f}; {time.perf_counter() - started:.0f} s"
+        )
+        return
     folds = 2 if args.quick else args.folds
     wanted = {t for t in args.tasks.split(",") if t}
     started = time.perf_counter()

@@ -112,6 +112,8 @@ class RoutingConfig(_Section):
     learned_model: str | None = None
     # trained model name → catalog id, e.g. {"gpt-4-1106-preview" = "openai/gpt-5.4"}
     learned_mapping: dict[str, str] = Field(default_factory=dict)
+    # Below this predicted quality of its own pick the learned router defers to the policy (None: never).
+    learned_min_confidence: float | None = Field(default=None, ge=0, le=1)
     # model id → models to try, in order, when it keeps failing (429/5xx/timeouts after retries).
     fallbacks: dict[str, list[str]] = Field(default_factory=dict)
     cascade: CascadeConfig = CascadeConfig()

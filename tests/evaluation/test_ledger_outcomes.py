@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -66,10 +67,10 @@ def test_prompt_text_is_the_task_text() -> None:
     assert prompt_text("plain") == "plain"
 
 
-def test_agreement_rows_skips_are_counted_and_the_pair_is_chosen(tmp_path: Path) -> None:
+def test_agreement_rows_skips_are_counted_and_the_models_are_chosen(tmp_path: Path) -> None:
     calls = [_shadow(f"q{i}", agree=i % 3 != 0) for i in range(12)]
     calls += [_shadow(None), _shadow("no price", cost=None), _shadow("no routed cost", routed_cost=None)]
-    calls += [_shadow("other pair", routed="m/mini")]
+    calls += [_shadow("too few mini rows", routed="m/mini")]
     calls += [
         CallRecord(
             run_id="r",
@@ -87,7 +88,8 @@ def test_agreement_rows_skips_are_counted_and_the_pair_is_chosen(tmp_path: Path)
             ledger.record_call(c)
         ledger.flush()
         stored = ledger.calls(operation="shadow")
-    assert len(stored) == 16
+    stored.append(replace(_shadow("another large model", routed="m/mini"), model="m/other"))
+    assert len(stored) == 17
     got = outcomes_from_calls(stored)
     data = got.outcomes
     assert data.models == ("m/nano", "m/large") and data.meta["strong"] == "m/large"
@@ -96,8 +98,14 @@ def test_agreement_rows_skips_are_counted_and_the_pair_is_chosen(tmp_path: Path)
     assert data.scores[:, 0].tolist() == [0.0 if i % 3 == 0 else 1.0 for i in range(12)]
     assert (data.scores[:, 1] == 1.0).all()
     assert np.allclose(data.costs, [[0.001, 0.01]] * 12)
-    assert got.skipped == {"prompt not stored": 1, "cost unknown": 2, "other model pair": 1}
-    assert data.skipped == 4
+    assert data.observed is None  # two models: every row scores both
+    assert got.skipped == {
+        "prompt not stored": 1,
+        "cost unknown": 2,
+        "other large model": 1,
+        "fewer than 5 rows for the routed model": 1,
+    }
+    assert data.skipped == 5
 
 
 def test_judge_scores_win_and_can_be_required() -> None:
@@ -118,8 +126,8 @@ def test_judge_scores_win_and_can_be_required() -> None:
     [
         ([], {}, r"no shadow checks.*\[shadow\] share"),
         ([_shadow(None)] * 12, {}, r"0 usable.*12 prompt not stored.*store_prompts = true"),
-        ([_shadow("q")] * 3, {}, r"3 usable.*at least 10.*record more shadow checks"),
-        ([_shadow("q")] * 12, {"models": ["a"]}, r"pass two models"),
+        ([_shadow("q")] * 3, {}, r"0 usable.*3 fewer than 5 rows.*at least 10.*record more shadow checks"),
+        ([_shadow("q")] * 12, {"models": ["a"]}, r"pass at least two models"),
         ([_shadow("q")] * 12, {"score": "vibes"}, r"'vibes' is not one of"),
         ([_shadow("q")] * 12, {"models": ["m/mini", "m/large"]}, r"0 usable.*m/large and m/mini"),
     ],

@@ -110,3 +110,13 @@ def test_apgr_matches_routellm_references_on_mmlu(mmlu: Outcomes) -> None:
     random = [apgr_of_scores(mmlu, random_strong_score(mmlu.n, seed)) for seed in range(10)]
     assert np.mean(random) == pytest.approx(0.49, abs=0.02)
     assert max(random) - min(random) < 0.06
+
+
+def test_reliability_bins_and_ece_by_hand() -> None:
+    from tierwise.evaluation.metrics import reliability
+
+    # Bin 0.0-0.1: predicted 0.05, observed 0; bin 0.8-0.9: predicted 0.85 (two rows), observed 0.5.
+    got = reliability(np.array([0.05, 0.85, 0.85]), np.array([0.0, 1.0, 0.0]), bins=10)
+    assert got["count"] == [1, 0, 0, 0, 0, 0, 0, 0, 2, 0]
+    assert got["predicted"][0] == 0.05 and got["observed"][8] == 0.5 and got["predicted"][1] is None
+    assert got["ece"] == pytest.approx((1 * 0.05 + 2 * 0.35) / 3)

@@ -177,3 +177,17 @@ def test_format_1_files_still_load(arc: Outcomes, tmp_path: Path) -> None:
     loaded = LearnedModel.load(tmp_path / "old.npz")
     x = model.features(arc.prompts[:10])
     assert loaded.label == "knn(k=20)" and np.allclose(loaded.predict(x), model.predict(x))
+
+
+def test_low_confidence_decisions_defer_to_the_policy(model: LearnedModel) -> None:
+    with pytest.warns(UserWarning, match="not trained on test/new"):
+        router = LearnedRouter(model, _catalog(extra=True), TRAINED, fallback=StubRouter())
+    task = Task("Which gas do plants take in for photosynthesis?\nA) oxygen\nB) carbon dioxide")
+    own = router.decide(task)
+    assert own.router == "learned"
+    router.min_confidence = own.confidence - 0.01  # just below its own pick: it keeps it
+    assert router.decide(task).model == own.model
+    router.min_confidence = own.confidence + 0.01
+    deferred = router.decide(task)
+    assert deferred.model == "test/new" and deferred.router == "policy"
+    assert f"predicted quality {own.confidence:.2f} for {own.model} is below" in deferred.reason

@@ -21,6 +21,7 @@ from tierwise.cli.common import console, fail, guarded, load_config, print_json
 
 if TYPE_CHECKING:
     from tierwise.evaluation.ledger_outcomes import LedgerOutcomes
+    from tierwise.evaluation.replay import ReplayResult
 
 eval_app = typer.Typer(
     no_args_is_help=True,
@@ -98,25 +99,50 @@ def replay(
         str,
         typer.Option(help="learned router features: static+lex (best, fast) | static | e5+static (slow)"),
     ] = DEFAULT_EMBEDDER,
+    from_ledger: Annotated[
+        bool,
+        typer.Option(
+            "--from-ledger", help="the learned router vs the policy on the shadow checks in the ledger"
+        ),
+    ] = False,
+    router_file: Annotated[
+        Path | None,
+        typer.Option(help="with --from-ledger: replay this trained router (default: cross-validate)"),
+    ] = None,
+    score: Annotated[
+        str, typer.Option(help="with --from-ledger: auto (judge where recorded) | judge | agreement")
+    ] = "auto",
 ) -> None:
-    """Replay a router on recorded outcomes: --outcomes PATH... [--train PATH...].
+    """Replay a router on recorded outcomes: --outcomes PATH... [--train PATH...], or --from-ledger.
 
     Without --train, a held-out split of --outcomes is used (whole subjects for MMLU). The router's cost
     parameter is swept into a cost–quality frontier, compared with the single models and the oracle.
+    With --from-ledger, the learned router is compared with the policy on the ledger's shadow records.
     """
-    from tierwise.evaluation.replay import run_replay
-
-    paths = _paths(ctx, "--outcomes", "--train", required=("--outcomes",))
-    with _progress(not as_json):
-        result = guarded(
-            lambda: run_replay(
-                paths["--outcomes"],
-                train=paths["--train"] or None,
-                router=router,
-                seed=seed,
-                embedder=embedder,
-            )
+    if not from_ledger and router_file is not None:
+        raise fail("--router-file replays a trained router on the ledger: add --from-ledger")
+    if score not in ("auto", "judge", "agreement"):
+        raise fail(f"--score must be auto, judge or agreement, got {score!r}")
+    paths = _paths(ctx, "--outcomes", "--train", required=() if from_ledger else ("--outcomes",))
+    if from_ledger and (paths["--outcomes"] or paths["--train"] or router != "learned"):
+        raise fail(
+            "--from-ledger replays the learned router on the ledger: drop --outcomes, --train, --router"
         )
+    with _progress(not as_json):
+        if from_ledger:
+            result = guarded(lambda: _ledger_replay(router_file, score, seed, embedder))
+        else:
+            from tierwise.evaluation.replay import run_replay
+
+            result = guarded(
+                lambda: run_replay(
+                    paths["--outcomes"],
+                    train=paths["--train"] or None,
+                    router=router,
+                    seed=seed,
+                    embedder=embedder,
+                )
+            )
     page = None
     if report is not None:
         from tierwise.evaluation.report import write_report
@@ -148,6 +174,19 @@ def replay(
         cpt50 = "n/a" if result.cpt50 is None else f"{result.cpt50:.1f}%"
         cpt80 = "n/a" if result.cpt80 is None else f"{result.cpt80:.1f}%"
         console.print(f"APGR {result.apgr:.4f}   CPT(50%) {cpt50}   CPT(80%) {cpt80}")
+    ledger = result.extra.get("ledger")
+    if ledger:
+        for who in ("policy", "learned"):
+            d = ledger[who]
+            shares = ", ".join(f"{escape(m)} {v:.0%}" for m, v in d["share"].items())
+            console.print(f"{who}: quality {d['quality']:.4f}, cost {d['cost']:.6g} ({shares})")
+        console.print(
+            "learned picks of a model the row did not run (estimated): "
+            f"{ledger['learned']['estimated_share']:.1%}"
+        )
+    calib = result.extra.get("reliability")
+    if calib:
+        console.print(f"calibration: ECE {calib['ece']:.3f} over {calib['n']} scored predictions")
     if result.skipped:
         console.print(f"skipped {result.skipped} rows with blank scores")
     if page is not None:
@@ -165,9 +204,7 @@ def train(
     run_id: Annotated[str | None, typer.Option("--run", help="with --from-ledger: only this run")] = None,
     models: Annotated[
         str | None,
-        typer.Option(
-            help="with --from-ledger: the model pair to train on (two catalog ids, comma-separated)"
-        ),
+        typer.Option(help="with --from-ledger: the models to train on (catalog ids, comma-separated)"),
     ] = None,
     score: Annotated[
         str, typer.Option(help="with --from-ledger: auto (judge where recorded) | judge | agreement")
@@ -230,6 +267,7 @@ def train(
         "predictor": model.label,
         "cv_aiq": model.selection,
         "lambda": None if model.lam == float("inf") else model.lam,
+        "threshold": model.threshold,
         "embedder": model.embedder,
         **summary,
     }
@@ -239,7 +277,17 @@ def train(
     console.print(f"trained on {model.n_train} prompts, {len(model.models)} models; predictor {model.label}")
     if "ledger" in summary:
         console.print(f"from the ledger: {summary['ledger']}")
-    console.print(f"λ = {summary['lambda']}; saved to {path}")
+    rule = f"τ = {model.threshold:.2f}" if model.threshold is not None else f"λ = {summary['lambda']}"
+    console.print(f"{rule}; saved to {path}")
+
+
+def _ledger_replay(router_file: Path | None, score: str, seed: int, embedder: str) -> ReplayResult:
+    from tierwise.evaluation.ledger_replay import ledger_replay
+    from tierwise.routing.learned import LearnedModel
+
+    model = LearnedModel.load(router_file) if router_file is not None else None
+    data = _ledger_outcomes(None, list(model.models) if model else None, score).outcomes
+    return ledger_replay(data, model=model, embedder=model.embedder if model else embedder, seed=seed)
 
 
 def _ledger_outcomes(run_id: str | None, models: list[str] | None, score: str) -> LedgerOutcomes:

@@ -66,6 +66,10 @@ class LearnedReplay:
         assert self.model is not None
         return _lambda_plans(self._q(test), self.model.costs, len(test.models))
 
+    def predictions(self, test: Outcomes) -> np.ndarray:
+        """Predicted quality per (prompt, model): the replay report's reliability diagram reads it."""
+        return self._q(test)
+
     def strong_score(self, test: Outcomes) -> np.ndarray | None:
         return _strong_minus_weak(self._q, test)
 

@@ -7,9 +7,12 @@ model (the record itself). Its scores come from the shadow's judge when ``[shado
 routed answer scores 1 when it agreed, 0 when not, RouteLLM's "is the weak answer as good as the strong
 one" label. Rows go into the same ``Outcomes`` shape the CSV loaders produce.
 
+With three tiers, nano-routed rows score nano and large, mini-routed rows mini and large: one outcome set
+over all three models whose rows are partial (``Outcomes.observed``), so the router learns every tier.
+
 Rows that cannot be used are counted by reason, never silently dropped: prompt not stored (the ledger
 keeps prompts only with ``[ledger] store_prompts = true``), cost unknown, no judge score (when judge scores
-are required), or a different model pair than the one trained on.
+are required), another large model than the one trained on, or a routed model with too few rows.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from tierwise.routing.outcomes import Outcomes
 
 ScoreSource = Literal["auto", "judge", "agreement"]
 MIN_ROWS = 10  # fewer rows cannot be cross-validated into a predictor choice
+MIN_MODEL_ROWS = 5  # a routed model scored on fewer rows has nothing to learn from
 
 
 @dataclass(slots=True)
@@ -103,17 +107,19 @@ def outcomes_from_calls(
     score: ScoreSource = "auto",
     min_rows: int = MIN_ROWS,
 ) -> LedgerOutcomes:
-    """Outcome rows from the ledger's shadow records.
+    """Outcome rows from the ledger's shadow records, over every routed model and the large one.
 
-    Every row names two models; training needs one model set, so rows of the pair given in ``models`` (or,
-    without it, the most common pair) are kept and the others counted as skipped. ``score="auto"`` uses
-    judge scores where the shadow recorded them and agreement elsewhere; ``"judge"`` keeps judged rows only.
+    Rows whose models are all in ``models`` (without it: rows of the most common large model) are kept;
+    a routed model with fewer than ``MIN_MODEL_ROWS`` rows is left out. Two models give full rows; more
+    give partial rows, each scoring its routed model and the large one. ``score="auto"`` uses judge scores
+    where the shadow recorded them and agreement elsewhere; ``"judge"`` keeps judged rows only.
     """
     if score not in ("auto", "judge", "agreement"):
         raise InputError(f"score source {score!r} is not one of auto, judge, agreement")
-    if models is not None and len(set(models)) != 2:
+    if models is not None and len(set(models)) < 2:
         raise InputError(
-            f"ledger outcomes pair a routed model with the large one: pass two models, got {list(models)}"
+            "ledger outcomes pair routed models with the large one: pass at least two models, "
+            f"got {list(models)}"
         )
     skipped: Counter[str] = Counter()
     rows: list[_Row] = []
@@ -130,11 +136,7 @@ def outcomes_from_calls(
             "the ledger holds no shadow checks to train on: set [shadow] share = 0.05 (and "
             "[ledger] store_prompts = true) in tierwise.toml, run traffic, then train again"
         )
-    pairs = Counter(frozenset((r.routed, r.large)) for r in rows)
-    wanted = frozenset(models) if models is not None else (pairs.most_common(1)[0][0] if pairs else None)
-    kept = [r for r in rows if frozenset((r.routed, r.large)) == wanted]
-    if len(rows) > len(kept):
-        skipped["other model pair"] += len(rows) - len(kept)
+    kept = _select(rows, models, skipped, min(MIN_MODEL_ROWS, min_rows))
     if len(kept) < min_rows:
         why = ", ".join(f"{n} {reason}" for reason, n in skipped.most_common()) or "none skipped"
         fix = (
@@ -142,20 +144,51 @@ def outcomes_from_calls(
             if skipped.get("prompt not stored")
             else "record more shadow checks ([shadow] share) before training"
         )
-        pair = " and ".join(sorted(wanted)) if wanted else "any model pair"
+        which = " and ".join(sorted(models)) if models else "any models"
         raise InputError(
-            f"the ledger has {len(kept)} usable shadow outcome(s) for {pair} ({shadows} shadow "
+            f"the ledger has {len(kept)} usable shadow outcome(s) for {which} ({shadows} shadow "
             f"records; skipped: {why}); training needs at least {min_rows}: {fix}"
         )
+    return _outcomes(kept, skipped)
+
+
+def _select(
+    rows: list[_Row], models: Sequence[str] | None, skipped: Counter[str], min_model_rows: int
+) -> list[_Row]:
+    if models is not None:
+        wanted = set(models)
+        kept = [r for r in rows if r.routed in wanted and r.large in wanted]
+        if len(rows) > len(kept):
+            skipped["other models"] += len(rows) - len(kept)
+    else:
+        large = Counter(r.large for r in rows).most_common(1)
+        kept = [r for r in rows if large and r.large == large[0][0]]
+        if len(rows) > len(kept):
+            skipped["other large model"] += len(rows) - len(kept)
+    per_model = Counter(r.routed for r in kept)
+    few = {m for m, n in per_model.items() if n < min_model_rows}
+    if few:
+        skipped[f"fewer than {min_model_rows} rows for the routed model"] += sum(per_model[m] for m in few)
+    return [r for r in kept if r.routed not in few]
+
+
+def _outcomes(kept: list[_Row], skipped: Counter[str]) -> LedgerOutcomes:
     large = kept[0].large
-    order = (next(r.routed for r in kept if r.routed != large), large)  # cheaper (routed) model first
-    scores = np.zeros((len(kept), 2))
-    costs = np.zeros((len(kept), 2))
+    routed_cost: dict[str, list[float]] = {}
+    for r in kept:
+        routed_cost.setdefault(r.routed, []).append(r.costs[0])
+    # Cheapest routed model first, the large model last: the order tiers are tried in.
+    order = (*sorted(routed_cost, key=lambda m: (float(np.mean(routed_cost[m])), m)), large)
+    n, m = len(kept), len(order)
+    scores = np.zeros((n, m))
+    costs = np.zeros((n, m))
+    observed = np.zeros((n, m), dtype=bool)
     for i, r in enumerate(kept):
-        for j, m in enumerate((r.routed, r.large)):
-            col = order.index(m)
+        for j, name in enumerate((r.routed, r.large)):
+            col = order.index(name)
             scores[i, col] = r.scores[j]
             costs[i, col] = r.costs[j]
+            observed[i, col] = True
     n_judged = sum(r.judged for r in kept)
     source = "judge" if n_judged == len(kept) else "agreement" if n_judged == 0 else "judge+agreement"
     outcomes = Outcomes(
@@ -167,5 +200,6 @@ def outcomes_from_calls(
         sources=("ledger",),
         skipped=sum(skipped.values()),
         meta={"strong": large},
+        observed=None if observed.all() else observed,
     )
     return LedgerOutcomes(outcomes, dict(skipped), source)

@@ -8,6 +8,7 @@ the performance gap recovered over the share of strong calls at 10 quantile thre
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +33,7 @@ __all__ = [
     "point_of",
     "quality_at",
     "random_strong_score",
+    "reliability",
     "routellm_curve",
     "single_points",
 ]
@@ -121,3 +123,28 @@ def gap_metrics(
 def _at_cost(h: np.ndarray, cost: float) -> float:
     """The hull's quality at ``cost`` (flat past its last point)."""
     return float(np.interp(cost, h[:, 0], h[:, 1]))
+
+
+def reliability(predicted: np.ndarray, actual: np.ndarray, bins: int = 10) -> dict[str, Any]:
+    """A reliability diagram's data: predicted quality in equal-width bins vs the quality observed there.
+
+    ``ece`` is the expected calibration error (bin-weighted mean |predicted − observed|): 0 when a
+    prediction of 0.8 is right 80% of the time, at every level.
+    """
+    p = np.clip(np.asarray(predicted, dtype=np.float64).ravel(), 0.0, 1.0)
+    a = np.asarray(actual, dtype=np.float64).ravel()
+    if len(p) != len(a):
+        raise InputError(f"{len(p)} predictions for {len(a)} outcomes")
+    which = np.minimum((p * bins).astype(np.int64), bins - 1)
+    out: dict[str, Any] = {"bins": bins, "n": len(p), "predicted": [], "observed": [], "count": []}
+    ece = 0.0
+    for b in range(bins):
+        sel = which == b
+        n = int(sel.sum())
+        out["count"].append(n)
+        out["predicted"].append(round(float(p[sel].mean()), 6) if n else None)
+        out["observed"].append(round(float(a[sel].mean()), 6) if n else None)
+        if n:
+            ece += n * abs(float(p[sel].mean()) - float(a[sel].mean()))
+    out["ece"] = round(ece / max(len(p), 1), 6)
+    return out

@@ -25,6 +25,7 @@ from tierwise.evaluation.metrics import (
     hull,
     oracle_point,
     quality_at,
+    reliability,
     routellm_curve,
     single_points,
 )
@@ -142,6 +143,9 @@ def replay(router: ReplayRouter, train: Outcomes, test: Outcomes, *, split: str 
     )
     if len(test.models) == 2:
         _two_model_metrics(result, router, plans, test)
+    predictions = getattr(router, "predictions", None)
+    if predictions is not None:  # routers that predict quality: how far to trust it (reliability diagram)
+        result.extra["reliability"] = reliability(predictions(test), test.scores)
     result.seconds = time.perf_counter() - started
     result.fit_seconds = fitted - started
     return result

@@ -14,6 +14,7 @@ from tierwise.evaluation.metrics import hull
 from tierwise.evaluation.replay import ReplayResult
 
 PLOT = "frontier.png"
+RELIABILITY = "reliability.png"
 PAGE = "index.html"
 
 
@@ -77,6 +78,36 @@ def plot_frontier(result: ReplayResult, path: Path) -> Path:
     return path
 
 
+def plot_reliability(data: dict[str, object], path: Path) -> Path:
+    """Predicted quality (binned) against the quality observed in each bin; the diagonal is calibrated."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pred = [p for p in data["predicted"] if p is not None]  # type: ignore[attr-defined]
+    obs = [o for o in data["observed"] if o is not None]  # type: ignore[attr-defined]
+    counts = [c for c in data["count"] if c]  # type: ignore[attr-defined]
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=110)
+    try:
+        ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="calibrated")
+        ax.plot(pred, obs, "o-", color="tab:blue", label=f"router (ECE {data['ece']:.3f})")
+        for x, y, n in zip(pred, obs, counts, strict=True):
+            ax.annotate(str(n), (x, y), fontsize=7, xytext=(3, -9), textcoords="offset points")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("predicted quality (bin mean)")
+        ax.set_ylabel("observed quality")
+        ax.set_title("reliability of the router's predictions")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left")
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+    return path
+
+
 def write_report(result: ReplayResult, directory: str | Path) -> Path:
     """Write ``index.html`` and ``frontier.png`` into ``directory``; returns the page's path."""
     out = Path(directory)
@@ -85,6 +116,9 @@ def write_report(result: ReplayResult, directory: str | Path) -> Path:
     except OSError as exc:
         raise InputError(f"cannot create report directory {out}: {exc.strerror}") from None
     plot_frontier(result, out / PLOT)
+    calib = result.extra.get("reliability")
+    if calib:
+        plot_reliability(calib, out / RELIABILITY)
     data = result.to_json()
     rows = [
         ("router", result.router),
@@ -114,6 +148,17 @@ def write_report(result: ReplayResult, directory: str | Path) -> Path:
             ("CPT(50%)", _fmt(result.cpt50, "%")),
             ("CPT(80%)", _fmt(result.cpt80, "%")),
         ]
+    ledger = result.extra.get("ledger")
+    if ledger:
+        for who in ("policy", "learned"):
+            d = ledger[who]
+            shares = ", ".join(f"{m} {v:.0%}" for m, v in d["share"].items())
+            rows.append(
+                (f"{who} on the ledger rows", f"quality {d['quality']:.4f}, cost {d['cost']:.6g} ({shares})")
+            )
+        rows.append(
+            ("learned picks of an unscored model (estimated)", f"{ledger['learned']['estimated_share']:.1%}")
+        )
     table = "\n".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
     singles = "\n".join(
         f"<tr><td>{html.escape(p.label)}</td><td>{p.quality:.4f}</td><td>{p.cost:.6g}</td></tr>"
@@ -128,6 +173,7 @@ pre{{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}}</style></head
 <h1>Routing replay: {html.escape(result.router)}</h1>
 <img src="{PLOT}" alt="cost–quality frontier" width="880">
 <table>{table}</table>
+{f'<h2>Calibration</h2><img src="{RELIABILITY}" alt="reliability diagram" width="440">' if calib else ""}
 <h2>Single models</h2>
 <table><tr><th>model</th><th>quality</th><th>cost</th></tr>{singles}</table>
 <h2>JSON</h2><pre>{html.escape(json.dumps(data, indent=2))}</pre>

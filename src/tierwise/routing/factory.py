@@ -69,7 +69,13 @@ def _learned(config: Config, policy: PolicyRouter) -> LearnedRouter:
     r = config.routing
     path = r.learned_model
     try:
-        return LearnedRouter.from_file(path or "", config.catalog, r.learned_mapping or None, fallback=policy)
+        return LearnedRouter.from_file(
+            path or "",
+            config.catalog,
+            r.learned_mapping or None,
+            fallback=policy,
+            min_confidence=r.learned_min_confidence,
+        )
     except (ConfigError, InputError) as exc:
         raise ConfigError(
             f"{config.source}: routing.learned_model = {path!r}: {exc} "

@@ -2,6 +2,11 @@
 
 ``LearnedModel`` is the trained artifact (fit on ``Outcomes``, saved as one pickle-free ``.npz``);
 ``LearnedRouter`` deploys it behind the ``Router`` protocol for the models of a user's catalog.
+
+Trained on partial rows (the ledger's shadow checks score only the routed tier and large), each model's
+predictor learns from the rows that score it, and the router picks the *cheapest model whose predicted
+quality clears a threshold* τ: a quality − λ·cost trade-off would compare predictions learned on
+different rows as if they were one scale.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ FORMAT = "tierwise-learned-router/2"  # /2: several predictors, averaged
 READS = ("tierwise-learned-router/1", FORMAT)
 # λ is in quality per cost of the costliest model; this grid spans "cost is free" to "only cost matters".
 LAMBDAS = np.concatenate([[0.0], np.geomspace(1e-3, 1e3, 121), [np.inf]])
+THRESHOLDS = np.linspace(0.0, 1.0, 101)  # τ for partial-row routers: 0 = cheapest always, 1 = large always
+# With partial rows the default τ keeps the estimated quality within this of the large model's alone.
+QUALITY_SLACK = 0.05
 
 
 @dataclass
@@ -49,6 +57,7 @@ class LearnedModel:
     calib_q: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # out-of-fold predictions
     selection: dict[str, float] = field(default_factory=dict)  # CV score of each candidate predictor
     n_train: int = 0
+    threshold: float | None = None  # set: route to the cheapest model predicted >= τ (partial-row training)
 
     # ---- training ------------------------------------------------------------------------------------
     @classmethod
@@ -88,6 +97,10 @@ class LearnedModel:
             raise InputError(f"{len(x)} feature rows for {data.n} prompts")
         costs = data.mean_cost()
         options = [o.copy() for o in choices] if choices else candidates(layout(embedder))
+        mask = data.observed if data.partial else None
+        if mask is not None:
+            # Relative targets compare a row's models with each other: partial rows have no such row mean.
+            options = [o for o in options if not o.relative] or [Predictor("logreg", {"C": 0.1})]
         by_group = len(set(data.groups)) >= folds
         k = max(2, min(folds, data.n // 10))
         # Which subjects share a fold moves held-out scores a lot, so grouped data gets two partitions.
@@ -102,7 +115,8 @@ class LearnedModel:
             if key not in cache:
                 oof = np.zeros(data.scores.shape)
                 for train_idx, test_idx in partitions[r]:
-                    p = single.copy().fit(x[train_idx], data.scores[train_idx])
+                    part = None if mask is None else mask[train_idx]
+                    p = single.copy().fit(x[train_idx], data.scores[train_idx], part)
                     oof[test_idx] = p.predict(x[test_idx])
                 cache[key] = oof
             return cache[key]
@@ -123,6 +137,8 @@ class LearnedModel:
             return 0.5 * (out_of_fold(parts[0], r) + out_of_fold(parts[1], r))
 
         def cv_score(oofs: Sequence[np.ndarray]) -> float:
+            if mask is not None:  # no routing replay on cells never scored: score the predictions instead
+                return float(np.mean([-_brier(q, data.scores, mask) for q in oofs]))
             return float(np.mean([_selection_score(q, data, costs, max_cost) for q in oofs]))
 
         rounds = range(len(partitions))
@@ -142,14 +158,40 @@ class LearnedModel:
             costs=costs,
             cost_unit=data.cost_unit,
             embedder=embedder,
-            predictors=tuple(o.copy().fit(x, data.scores) for o in chosen),
+            predictors=tuple(o.copy().fit(x, data.scores, mask) for o in chosen),
             large=(data.models[int(np.argmax(costs))],),
             calib_q=oof.astype(np.float32),
             selection=selection,
             n_train=data.n,
         )
-        model.lam = model.default_lambda(data)
+        if mask is not None:
+            model.threshold = model.default_threshold(data)
+        else:
+            model.lam = model.default_lambda(data)
         return model
+
+    def default_threshold(self, data: Outcomes, slack: float = QUALITY_SLACK) -> float:
+        """The τ that routes cheapest while the estimated quality on the training rows stays within
+        ``slack`` of the large model's alone; of the τ that tie, the middle one (the widest margin).
+
+        The estimate takes the recorded score where the chosen model was scored and the out-of-fold
+        prediction where it was not, so unscored choices count at what the router believes, no better.
+        """
+        large = int(np.argmax(self.costs))
+        mask = data.mask
+        rows = np.arange(data.n)
+        target = float(data.scores[mask[:, large], large].mean()) - slack - 1e-12
+        feasible: list[tuple[float, float]] = []  # (estimated cost, τ)
+        for tau in THRESHOLDS:
+            pick = self.choose(self.calib_q, threshold=float(tau))
+            est = np.where(mask[rows, pick], data.scores[rows, pick], self.calib_q[rows, pick])
+            if est.mean() >= target:
+                feasible.append((float(self.costs[pick].mean()), float(tau)))
+        if not feasible:
+            return 1.0
+        cheapest = min(c for c, _ in feasible)
+        ties = [tau for c, tau in feasible if c <= cheapest * (1 + 1e-9)]
+        return ties[len(ties) // 2]
 
     def default_lambda(self, data: Outcomes) -> float:
         """The largest λ whose cross-validated quality still matches the best single model's."""
@@ -186,8 +228,14 @@ class LearnedModel:
         top = float(self.costs.max())
         return self.costs / top if top > 0 else self.costs
 
-    def choose(self, q: np.ndarray, lam: float | None = None) -> np.ndarray:
-        """Per row, the model with the best predicted quality − λ·cost (λ=inf: the cheapest model)."""
+    def choose(
+        self, q: np.ndarray, lam: float | None = None, *, threshold: float | None = None
+    ) -> np.ndarray:
+        """Per row, the model with the best predicted quality − λ·cost (λ=inf: the cheapest model); for a
+        threshold router (or given ``threshold``), the cheapest model predicted at least τ, else the best."""
+        tau = threshold if threshold is not None else (self.threshold if lam is None else None)
+        if tau is not None:
+            return choose_cheapest(q, self.costs, tau)
         lam = self.lam if lam is None else lam
         if np.isinf(lam):
             return np.full(len(q), int(np.argmin(self.costs)))
@@ -219,6 +267,17 @@ class LearnedModel:
         if unknown:
             raise InputError(f"large models {sorted(unknown)} are not among the trained {list(self.models)}")
         big_idx = np.array([m in big for m in self.models])
+        goal = target_cost if target_cost is not None else target_large_share
+        if self.threshold is not None:
+            # Higher τ sends more calls up: take the highest τ (the best quality) that meets the target.
+            for tau in THRESHOLDS[::-1]:
+                pick = self.choose(q, threshold=float(tau))
+                value = self.costs[pick].mean() if target_cost is not None else big_idx[pick].mean()
+                if value <= goal + 1e-12:  # type: ignore[operator]
+                    self.threshold = float(tau)
+                    return self.threshold
+            self.threshold = 0.0
+            return self.threshold
         for lam in LAMBDAS:
             pick = self.choose(q, lam)
             value = self.costs[pick].mean() if target_cost is not None else big_idx[pick].mean()
@@ -247,6 +306,7 @@ class LearnedModel:
             "large": list(self.large),
             "selection": self.selection,
             "n_train": self.n_train,
+            "threshold": self.threshold,
         }
         arrays = {f"p{i}_{k}": v for i, p in enumerate(self.predictors) for k, v in p.arrays.items()}
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -291,6 +351,7 @@ class LearnedModel:
             calib_q=arrays["calib_q"],
             selection=meta["selection"],
             n_train=int(meta["n_train"]),
+            threshold=meta.get("threshold"),
         )
 
 
@@ -298,7 +359,9 @@ class LearnedRouter:
     """A ``LearnedModel`` deployed on a catalog: trained model names map to catalog ids.
 
     Catalog models the router was not trained on are never picked by it; tasks none of the mapped models
-    can take (pinned to another model or tier, or needing a capability they lack) go to ``fallback``.
+    can take (pinned to another model or tier, or needing a capability they lack) go to ``fallback``, and
+    so do tasks where the predicted quality of its own pick is below ``min_confidence`` (a prompt unlike
+    anything it trained on, where the policy's rules are the safer bet).
     """
 
     name = "learned"
@@ -311,10 +374,12 @@ class LearnedRouter:
         *,
         fallback: PolicyRouter | None = None,
         lam: float | None = None,
+        min_confidence: float | None = None,
     ) -> None:
         self.model = model
         self.catalog = catalog
         self.fallback = fallback
+        self.min_confidence = min_confidence
         self.lam = model.lam if lam is None else lam
         mapping = dict(mapping) if mapping is not None else {m: m for m in model.models if m in catalog}
         unknown = sorted(set(mapping) - set(model.models))
@@ -349,9 +414,12 @@ class LearnedRouter:
         mapping: Mapping[str, str] | None = None,
         *,
         fallback: PolicyRouter | None = None,
+        min_confidence: float | None = None,
     ) -> LearnedRouter:
         """What ``[routing] learned_model = FILE`` deploys: a saved model on the user's catalog."""
-        return cls(LearnedModel.load(path), catalog, mapping, fallback=fallback)
+        return cls(
+            LearnedModel.load(path), catalog, mapping, fallback=fallback, min_confidence=min_confidence
+        )
 
     calls_model = False
 
@@ -373,6 +441,24 @@ class LearnedRouter:
         return 0.0
 
     def _decide(self, task: Task, vector: np.ndarray) -> Decision:
+        decision = self._learned_decision(task, vector)
+        floor = self.min_confidence
+        confidence = decision.confidence or 0.0
+        if (
+            floor is not None
+            and self.fallback is not None
+            and decision.router == self.name
+            and confidence < floor
+        ):
+            # Expected on unfamiliar prompts, so not a warning: the reason in the ledger says it.
+            return self._fall_back(
+                task,
+                f"predicted quality {confidence:.2f} for {decision.model} is below {floor:.2f}",
+                quiet=True,
+            )
+        return decision
+
+    def _learned_decision(self, task: Task, vector: np.ndarray) -> Decision:
         plain = task.model is None and task.tier is None and not task.requires and not task.tools
         plain = plain and task.output_schema is None and task.json_schema is None
         cols = self._all if plain else np.array(self._eligible(task), dtype=np.int64)
@@ -380,6 +466,8 @@ class LearnedRouter:
             return self._fall_back(task, "no model it was trained on can take this task")
         q = self.model.predict(vector)[0]
         cost = self.model.norm_costs[cols]
+        if self.model.threshold is not None:
+            return self._by_threshold(task, q, cols)
         if np.isinf(self.lam):
             order = np.argsort(cost, kind="stable")
         else:
@@ -402,6 +490,25 @@ class LearnedRouter:
             router=self.name,
         )
 
+    def _by_threshold(self, task: Task, q: np.ndarray, cols: np.ndarray) -> Decision:
+        tau = float(self.model.threshold or 0.0)
+        cols = cols[np.argsort(self.model.costs[cols], kind="stable")]  # cheapest first
+        clears = [int(j) for j in cols if q[j] >= tau]
+        best = clears[0] if clears else int(cols[np.argmax(q[cols])])
+        spec = self.specs[best]
+        verdict = f"clears τ={tau:.2f}" if clears else f"none clears τ={tau:.2f}: the best predicted"
+        below = ", ".join(f"{self.specs[int(j)].id} {q[int(j)]:.2f}" for j in cols if int(j) != best)
+        reason = f"learned: predicted quality {q[best]:.2f} for {spec.id} ({verdict})"
+        return Decision(
+            tier=spec.tier,
+            model=spec.id,
+            reason=reason + (f"; others: {below}" if below else ""),
+            kind=task.kind or kind_for_tier(spec.tier),
+            confidence=float(q[best]),
+            alternatives=tuple(self.specs[int(j)].id for j in cols if int(j) != best),
+            router=self.name,
+        )
+
     def _eligible(self, task: Task) -> list[int]:
         needed = set(task.requires)
         if task.tools:
@@ -419,10 +526,12 @@ class LearnedRouter:
             out.append(j)
         return out
 
-    def _fall_back(self, task: Task, why: str) -> Decision:
+    def _fall_back(self, task: Task, why: str, *, quiet: bool = False) -> Decision:
         if self.fallback is None:
             raise RoutingError(f"learned router: {why}, and no fallback router is configured")
-        log.warning("learned router: %s; using the %s router", why, self.fallback.name)
+        (log.debug if quiet else log.warning)(
+            "learned router: %s; using the %s router", why, self.fallback.name
+        )
         d = self.fallback.decide(task)
         return Decision(
             d.tier,
@@ -451,6 +560,18 @@ def _view(option: Predictor, component: str) -> dict[str, str]:
 def kind_for_tier(tier: Tier) -> TaskKind:
     """A task without a kind is recorded under a representative kind of the tier it was routed to."""
     return {Tier.LARGE: TaskKind.AMBIGUOUS, Tier.MINI: TaskKind.TOOL_OP, Tier.NANO: TaskKind.PREPROCESS}[tier]
+
+
+def choose_cheapest(q: np.ndarray, costs: np.ndarray, tau: float) -> np.ndarray:
+    """Per row, the cheapest model whose predicted quality is at least ``tau``, else the best predicted."""
+    order = np.argsort(costs, kind="stable")
+    ok = q[:, order] >= tau
+    first = order[np.argmax(ok, axis=1)]
+    return np.where(ok.any(axis=1), first, np.argmax(q, axis=1))
+
+
+def _brier(q: np.ndarray, scores: np.ndarray, mask: np.ndarray) -> float:
+    return float(((q - scores) ** 2)[mask].mean())
 
 
 def _selection_score(q: np.ndarray, data: Outcomes, costs: np.ndarray, max_cost: float) -> float:

@@ -1,7 +1,9 @@
 """Outcome records: what each model scored and cost on each prompt, the data routers train and replay on.
 
 One in-memory shape for every source (RouterBench CSVs, RouteLLM MMLU CSVs, the ledger): a prompt list and
-aligned ``(n_prompts, n_models)`` matrices of score and cost, optionally the recorded responses.
+aligned ``(n_prompts, n_models)`` matrices of score and cost, optionally the recorded responses. Ledger rows
+are *partial*: a shadow check scores the routed model and the large one only, so ``observed`` marks which
+cells hold a score (``None``: all of them).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class Outcomes:
     skipped: int = 0  # rows dropped at load time (blank scores), reported, never silently lost
     excluded: int = 0  # rows left out on purpose (RouteLLM's contaminated prompts)
     meta: dict[str, str] = field(default_factory=dict)
+    observed: np.ndarray | None = None  # (n, m) bool: which cells were scored; None when every cell was
 
     def __post_init__(self) -> None:
         n, m = len(self.prompts), len(self.models)
@@ -49,6 +52,8 @@ class Outcomes:
             raise InputError(f"outcomes.groups has {len(self.groups)} entries for {n} prompts")
         if self.responses is not None and len(self.responses) != n:
             raise InputError(f"outcomes.responses has {len(self.responses)} rows for {n} prompts")
+        if self.observed is not None and self.observed.shape != (n, m):
+            raise InputError(f"outcomes.observed has shape {self.observed.shape}, expected ({n}, {m})")
 
     # ---- shape -------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -71,12 +76,26 @@ class Outcomes:
     def response(self, row: int, model: int) -> str | None:
         return None if self.responses is None else self.responses[row][model]
 
+    @property
+    def partial(self) -> bool:
+        """Some cells hold no score (ledger rows): only the routed and the large model were scored."""
+        return self.observed is not None and not bool(self.observed.all())
+
+    @property
+    def mask(self) -> np.ndarray:
+        return np.ones(self.scores.shape, dtype=bool) if self.observed is None else self.observed
+
     # ---- per-model summaries -----------------------------------------------------------------------
     def mean_quality(self) -> np.ndarray:
-        return self.scores.mean(axis=0)
+        """Per model, the mean over the rows that scored it."""
+        if self.observed is None:
+            return self.scores.mean(axis=0)
+        return (self.scores * self.observed).sum(axis=0) / np.maximum(self.observed.sum(axis=0), 1)
 
     def mean_cost(self) -> np.ndarray:
-        return self.costs.mean(axis=0)
+        if self.observed is None:
+            return self.costs.mean(axis=0)
+        return (self.costs * self.observed).sum(axis=0) / np.maximum(self.observed.sum(axis=0), 1)
 
     def strongest(self) -> int:
         """Index of the model with the best mean quality (ties: the costlier one, as the 'large' model)."""
@@ -104,6 +123,7 @@ class Outcomes:
             costs=self.costs[idx],
             groups=tuple(self.groups[i] for i in idx),
             responses=None if self.responses is None else tuple(self.responses[i] for i in idx),
+            observed=None if self.observed is None else self.observed[idx],
             skipped=0,
             excluded=0,
         )
@@ -120,6 +140,7 @@ class Outcomes:
             scores=self.scores[:, cols],
             costs=self.costs[:, cols],
             responses=responses,
+            observed=None if self.observed is None else self.observed[:, cols],
         )
 
     def train_test_split(
@@ -201,6 +222,9 @@ def concat(parts: Sequence[Outcomes]) -> Outcomes:
     responses = None
     if all(p.responses is not None for p in aligned):
         responses = tuple(r for p in aligned for r in p.responses or ())
+    observed = None
+    if any(p.observed is not None for p in aligned):
+        observed = np.concatenate([p.mask for p in aligned])
     return Outcomes(
         prompts=tuple(x for p in aligned for x in p.prompts),
         models=first.models,
@@ -213,6 +237,7 @@ def concat(parts: Sequence[Outcomes]) -> Outcomes:
         skipped=sum(p.skipped for p in parts),
         excluded=sum(p.excluded for p in parts),
         meta=dict(first.meta),
+        observed=observed,
     )
 
 

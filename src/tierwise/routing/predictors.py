@@ -67,21 +67,33 @@ class Predictor:
         lo, hi = self.layout[view]
         return x[:, lo:hi]
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> Predictor:
+    def fit(self, x: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None) -> Predictor:
+        """Fit on features ``x`` and scores ``y``; ``mask`` (n, m) marks the scores that exist."""
         x = np.asarray(x, dtype=np.float32)
         y = np.asarray(y, dtype=np.float64)
-        self.arrays = {"prior": y.mean(axis=0)}
+        if mask is not None and mask.all():
+            mask = None
+        if mask is not None and self.relative:
+            raise ConfigError(f"{self.label}: relative targets need every model scored on every row")
+        if mask is None:
+            self.arrays = {"prior": y.mean(axis=0)}
+        else:
+            y = np.where(mask, y, 0.0)
+            self.arrays = {"prior": y.sum(axis=0) / np.maximum(mask.sum(axis=0), 1)}
         if self.kind in ("logreg", "blend"):
             target = y
             if self.relative:
                 # s_j − mean_k s_k lies in [−1, 1]; as a soft label (s_j − s̄ + 1)/2.
                 target = (y - y.mean(axis=1, keepdims=True) + 1.0) / 2.0
                 self.arrays["base"] = np.array(y.mean())
-            self.arrays.update(_fit_logreg(self._cols("logreg", x), target, float(self.params.get("C", 0.1))))
+            c = float(self.params.get("C", 0.1))
+            self.arrays.update(_fit_logreg(self._cols("logreg", x), target, c, mask))
         if self.kind in ("knn", "blend"):
             self.arrays.update(
                 {"knn_x": _unit(self._cols("knn", x)).astype(np.float32), "knn_y": y.astype(np.float32)}
             )
+            if mask is not None:
+                self.arrays["knn_m"] = mask.astype(np.float32)
         return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -113,7 +125,8 @@ class Predictor:
         else:
             idx = np.broadcast_to(np.arange(len(train_x)), sims.shape)
         total = train_y[idx].sum(axis=1)
-        return (total + _SHRINK * a["prior"]) / (k + _SHRINK)
+        count = a["knn_m"][idx].sum(axis=1) if "knn_m" in a else k
+        return (total + _SHRINK * a["prior"]) / (count + _SHRINK)
 
 
 def candidates(layout: Layout | None = None) -> list[Predictor]:
@@ -167,8 +180,11 @@ def _at(view: str | None) -> str:
     return f"@{view}" if view else ""
 
 
-def _fit_logreg(x: np.ndarray, y: np.ndarray, c: float) -> dict[str, np.ndarray]:
-    """L2-regularised logistic regression per model (sklearn's objective: ½‖w‖² + C·Σ log-loss).
+def _fit_logreg(
+    x: np.ndarray, y: np.ndarray, c: float, mask: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """L2-regularised logistic regression per model (sklearn's objective: ½‖w‖² + C·Σ log-loss), each
+    on the rows that score it (``mask``).
 
     Newton's method in numpy: a handful of small linear solves per model, so cross-validating every
     model of a RouterBench task takes well under a second. Soft targets (judge grades) work as they are.
@@ -184,15 +200,18 @@ def _fit_logreg(x: np.ndarray, y: np.ndarray, c: float) -> dict[str, np.ndarray]
     coef = np.zeros((m, d - 1), dtype=np.float64)
     intercept = np.zeros(m, dtype=np.float64)
     for j in range(m):
-        target = y[:, j]
+        rows = z if mask is None else z[mask[:, j]]
+        target = y[:, j] if mask is None else y[mask[:, j], j]
+        if len(target) == 0:
+            continue  # scored nowhere: predicts 0.5, and the router never trusts it
         p0 = float(np.clip(target.mean(), 1e-4, 1 - 1e-4))
         w = np.zeros(d)
         w[-1] = np.log(p0 / (1 - p0))
         if target.min() != target.max():  # a model always (never) right has nothing more to learn
             for _ in range(50):
-                p = 1.0 / (1.0 + np.exp(-np.clip(z @ w, -30, 30)))
-                grad = z.T @ (p - target) + penalty @ w
-                hess = (z * (p * (1 - p))[:, None]).T @ z + penalty
+                p = 1.0 / (1.0 + np.exp(-np.clip(rows @ w, -30, 30)))
+                grad = rows.T @ (p - target) + penalty @ w
+                hess = (rows * (p * (1 - p))[:, None]).T @ rows + penalty
                 step = np.linalg.solve(hess, grad)
                 w -= step
                 if np.abs(step).max() < 1e-6:
