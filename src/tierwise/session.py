@@ -341,7 +341,11 @@ class Session:
 
     def zero_shot(self) -> str:
         """How ``classify`` with labels alone answers: e5 similarity when the nano tier is the embedded
-        default (faster and more accurate there, see bench/batch_throughput.py), else the nano model."""
+        default, else the nano model under an enum grammar. Measured on Banking77's 77 intent names
+        (``python -m bench.batch_throughput --zero-shot 400``, 2 shared cores): e5 similarity 0.56 accuracy
+        at 31 items/s (400 items); the embedded SmolLM2-135M under the grammar 0.00 at 1.2 items/s (100
+        items: it answers the first label for every text). With labelled examples, ``classifier`` does far
+        better (0.87)."""
         spec = self.config.catalog.get(self.config.tiers[Tier.NANO])
         provider = self.config.providers.get(spec.provider)
         return "embed" if provider is not None and provider.kind == "local" else "llm"
@@ -398,13 +402,16 @@ class Session:
 
 
 class _TriageClassifier:
-    """Support triage's ``IntentClassifier`` as a ``tierwise.scale.Classifier``: (label, score, stage)."""
+    """Support triage's ``IntentClassifier`` as a ``tierwise.scale.Classifier``: (label, score, stage).
+
+    A batch answers one of the examples' labels; ``out_of_scope`` only when the examples had ``oos`` rows
+    to calibrate it (triage's default test costs ~0.5-1 point of accuracy on in-scope Banking77 items)."""
 
     def __init__(self, model: Any) -> None:
         self.model = model
 
     async def predict(self, texts: list[str], embed: Any) -> list[tuple[str, float, str]]:
-        preds, _ = await self.model.predict(texts, embed)
+        preds, _ = await self.model.predict(texts, embed, out_of_scope=self.model.has_oos_examples)
         return [(p.intent, p.confidence, p.stage) for p in preds]
 
 
