@@ -120,10 +120,14 @@ class PolicyRouter:
         if kind is None:
             if self.inferrer is None:
                 raise RoutingError("the task has no kind and no kind inferrer is set: pass kind=...")
-            guess = self.inferrer.infer(task.text)
+            # A pinned model or tier is not routed on the kind, which is only recorded: the static
+            # classifier's guess stands then, and no e5 embedding is computed for it.
+            pinned_call = task.model is not None or task.tier is not None
+            settled = self.inferrer.classify(task.text, settle=True) if pinned_call else None
+            guess = settled or self.inferrer.infer(task.text)
             kind = guess.kind
             ambiguity = guess.ambiguity if ambiguity is None else ambiguity
-            reasons.append(f"kind {kind.value} inferred from the text (similarity {guess.score:.2f})")
+            reasons.append(f"kind {kind.value} inferred from the text ({guess.describe()})")
         if task.model is not None:
             spec = self.catalog.get(task.model)
             return Decision(spec.tier, spec.id, "model pinned by the caller", kind, router=self.name)
