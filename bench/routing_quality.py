@@ -11,7 +11,7 @@ CPT(50%)/CPT(80%) (two models: RouteLLM's 10 quantile thresholds, pooled over fo
 the hull's PGR between the cheapest and the best model, CPT in % of the best model's cost); quality at
 <= 25% of the best model's cost in % of its quality; fit and replay seconds per fold.
 
-Options: ``--folds N`` (5), ``--features SPEC`` (static+lex), ``--quick`` (2 folds), ``--tasks a,b``.
+Options: ``--folds N`` (5), ``--features SPEC`` (static+lex2), ``--quick`` (2 folds), ``--tasks a,b``.
 ``--transfer``: instead, train on one task and route another it never saw (MMLU → ARC-C on the two MMLU
 models; RouterBench tasks → each other): AIQ / APGR on the unseen task, calibration (ECE in task vs on the
 unseen one) and the ``learned_min_confidence`` fallback to the policy (the large model) at several floors.

@@ -12,7 +12,7 @@ from tierwise.evaluation.baselines import LearnedReplay, OracleReplay, PolicyRep
 from tierwise.evaluation.datasets import load_outcomes
 from tierwise.evaluation.metrics import Point, gap_metrics
 from tierwise.evaluation.replay import replay
-from tierwise.routing.features import DEFAULT_FEATURES, embed, layout, lexical
+from tierwise.routing.features import DEFAULT_FEATURES, embed, layout, lexical, question_structure
 from tierwise.routing.outcomes import Outcomes
 
 
@@ -41,9 +41,30 @@ def test_lexical_features_count_what_they_say() -> None:
     assert lexical([]).shape == (0, 15)
 
 
+def test_question_structure_counts_what_it_says() -> None:
+    text = (
+        "Calculate the speed, in m/s, of a ball dropped from 20 m. Which of the following is most likely?\n"
+        "A. 10 m/s\nB. 20 m/s\nC. I and II only\nD. all of the above"
+    )
+    row = question_structure([text])[0]
+    assert row.shape == (36,)
+    assert row[4] == pytest.approx(0.5)  # two of four options are numbers with a unit
+    assert row[5] == 1  # an "I and II only" combination
+    assert row[7] == 1 and row[9] == 1  # "which of the following", "all of the above"
+    assert row[8] == 2  # judgement words: "most", "likely"
+    assert row[13] == 1  # the stem ends in a question
+    assert row[15] == 1  # one computation verb
+    plain = question_structure(["Name a colour."])[0]
+    assert plain[5] == plain[7] == plain[15] == 0
+    assert question_structure([]).shape == (0, 36)
+    # lex2 is lex followed by these, so a router reads both
+    both = embed([text], "lex2", cache=False)[0]
+    np.testing.assert_allclose(both, np.concatenate([lexical([text])[0], row]))
+
+
 def test_default_features_are_static_plus_lexical(tmp_path: Path) -> None:
-    assert DEFAULT_FEATURES == "static+lex"
-    assert layout(DEFAULT_FEATURES) == {"static": (0, 64), "lex": (64, 79)}
+    assert DEFAULT_FEATURES == "static+lex2"
+    assert layout(DEFAULT_FEATURES) == {"static": (0, 64), "lex2": (64, 115)}
     texts = ["What is 2 + 2?", "Name a colour."]
     cached, direct = embed(texts, DEFAULT_FEATURES), embed(texts, DEFAULT_FEATURES, cache=False)
     np.testing.assert_allclose(cached, direct, atol=1e-6)  # training and live routing see the same

@@ -29,9 +29,9 @@ eval_app = typer.Typer(
     help="Measure routing quality: replay routers on recorded outcomes, train the learned router.",
 )
 
-# Held-out MMLU subjects: APGR 0.63 with static+lex vs 0.58 with e5+static, which embeds ~100x slower
+# Held-out MMLU subjects: APGR 0.66 with static+lex2, 0.63 with static+lex, 0.58 with e5+static (~100x slower)
 # (bench/routing_quality.py); embeddings are cached per text under ~/.cache/tierwise.
-DEFAULT_EMBEDDER = "static+lex"
+DEFAULT_EMBEDDER = "static+lex2"
 
 # Multi-path options are parsed from the raw arguments so that `--outcomes a b c` works as documented.
 _PATHS = {"context_settings": {"allow_extra_args": True, "ignore_unknown_options": True}}
@@ -97,7 +97,9 @@ def replay(
     seed: Annotated[int, typer.Option(help="seed of the held-out split and the router's folds")] = 0,
     embedder: Annotated[
         str,
-        typer.Option(help="learned router features: static+lex (best, fast) | static | e5+static (slow)"),
+        typer.Option(
+            help="learned router features: static+lex2 (best, fast) | static+lex | static | e5+static (slow)"
+        ),
     ] = DEFAULT_EMBEDDER,
     from_ledger: Annotated[
         bool,
@@ -210,7 +212,7 @@ def train(
         str, typer.Option(help="with --from-ledger: auto (judge where recorded) | judge | agreement")
     ] = "auto",
     embedder: Annotated[
-        str, typer.Option(help="features: static+lex (best, fast) | static | e5+static (slow)")
+        str, typer.Option(help="features: static+lex2 (best, fast) | static+lex | static | e5+static (slow)")
     ] = DEFAULT_EMBEDDER,
     target_cost: Annotated[float | None, typer.Option(help="calibrate λ to this mean cost per call")] = None,
     target_large_share: Annotated[

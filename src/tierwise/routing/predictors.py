@@ -134,9 +134,9 @@ def candidates(layout: Layout | None = None) -> list[Predictor]:
     training data, and every extra candidate is one more chance to pick a lucky one.
 
     One view: logistic regression (two strengths, absolute and relative targets), kNN (two sizes), blends.
-    With lexical features (``static+lex``): linear models on them (and on everything), neighbours on the
-    embedding, and blends. Other views (``e5+static``): a linear model on the first (richest) view,
-    neighbours on the last, and their blends.
+    With lexical features (``static+lex2``, ``static+lex``): linear models on them (three strengths; and
+    on everything), neighbours on the embedding, and blends. Other views (``e5+static``): a linear model
+    on the first (richest) view, neighbours on the last, and their blends.
     """
     layout = dict(layout or {})
     if len(layout) <= 1:
@@ -149,15 +149,17 @@ def candidates(layout: Layout | None = None) -> list[Predictor]:
             Predictor("blend", {"C": 0.01, "k": 60}, layout=layout),
             Predictor("blend", {"C": 0.01, "rel": 1.0, "k": 60}, layout=layout),
         ]
-    if "lex" in layout:
-        # Surface features carry the difficulty that transfers across subjects (a linear model on 15
-        # features cannot overfit); the embedding carries topic, which neighbours use best.
-        near = next((v for v in layout if v != "lex"), "lex")
-        mixed = {"logreg": "lex", "knn": near}
+    lex = next((v for v in ("lex2", "lex") if v in layout), None)
+    if lex is not None:
+        # Surface features carry the difficulty that transfers across subjects (a linear model on a few
+        # dozen features cannot overfit); the embedding carries topic, which neighbours use best.
+        near = next((v for v in layout if v != lex), lex)
+        mixed = {"logreg": lex, "knn": near}
         return [
-            Predictor("logreg", {"C": 0.01}, {"logreg": "lex"}, layout),
-            Predictor("logreg", {"C": 0.1}, {"logreg": "lex"}, layout),
-            Predictor("logreg", {"C": 0.01, "rel": 1.0}, {"logreg": "lex"}, layout),
+            Predictor("logreg", {"C": 0.003}, {"logreg": lex}, layout),
+            Predictor("logreg", {"C": 0.01}, {"logreg": lex}, layout),
+            Predictor("logreg", {"C": 0.1}, {"logreg": lex}, layout),
+            Predictor("logreg", {"C": 0.01, "rel": 1.0}, {"logreg": lex}, layout),
             Predictor("logreg", {"C": 0.01}, {}, layout),
             Predictor("knn", {"k": 20}, {"knn": near}, layout),
             Predictor("knn", {"k": 60}, {"knn": near}, layout),
