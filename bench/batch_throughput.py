@@ -13,17 +13,20 @@ import asyncio
 import csv
 import dataclasses
 import json
+import os
 import random
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from tests.conftest import SHARED_DATA, chaos_config
-
+from bench.proxy_overhead import CONFIG, free_port, wait_up
 from tierwise.scale import BatchOptions, TaskSpec, run_file
 from tierwise.session import Session
-from tierwise.testing import ChaosServer
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 PER_CLASS = 40  # labelled examples per intent; the rest of Banking77 is held back for accuracy
 
@@ -117,37 +120,47 @@ async def zero_shot(root: Path, n_embed: int, n_llm: int) -> list[tuple]:
 
 
 async def part_b(calls: int) -> tuple[float, float, float]:
+    """``calls`` requests at concurrency 50 to a loopback server answering in 200 ms (its own process, so
+    its CPU is not the client's): the ideal, the bare openai-SDK loop and ``tierwise batch``."""
     import openai
 
-    with ChaosServer(latency_s=0.2) as srv, tempfile.TemporaryDirectory() as d:
-        ideal = calls / 50 * 0.2
-        client = openai.AsyncOpenAI(base_url=srv.base_url, api_key="x", max_retries=0)
-        sem = asyncio.Semaphore(50)
+    port = free_port()
+    env = {**os.environ, "BENCH_UPSTREAM_KEY": "x"}
+    cmd = [sys.executable, "-m", "tierwise.testing", "--port", str(port), "--latency", "0.2"]
+    upstream = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        wait_up(f"{url}/models", upstream)
+        with tempfile.TemporaryDirectory() as d:
+            ideal = calls / 50 * 0.2
+            client = openai.AsyncOpenAI(base_url=url, api_key="x", max_retries=0)
+            sem = asyncio.Semaphore(50)
 
-        async def one(i: int) -> None:
-            async with sem:
-                await client.chat.completions.create(
-                    model="nano-model", messages=[{"role": "user", "content": f"item {i}"}]
-                )
+            async def one(i: int) -> None:
+                async with sem:
+                    await client.chat.completions.create(
+                        model="nano-model", messages=[{"role": "user", "content": f"item {i}"}]
+                    )
 
-        t = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(calls)))
-        bare = time.perf_counter() - t
-        await client.close()
-        toml = Path(d) / "tierwise.toml"
-        toml.write_text(
-            chaos_config(srv.base_url, f"sqlite:///{d}/ledger.db").replace(
-                "timeout_s = 2.0", "timeout_s = 30.0"
-            )
-        )
-        inp = Path(d) / "in.jsonl"
-        inp.write_text("".join(json.dumps({"id": str(i), "text": f"item {i}"}) + "\n" for i in range(calls)))
-        async with Session(toml) as s:
             t = time.perf_counter()
-            await run_file(
-                s, inp, Path(d) / "out.jsonl", BatchOptions(TaskSpec("ask", tier="nano"), concurrency=50)
+            await asyncio.gather(*(one(i) for i in range(calls)))
+            bare = time.perf_counter() - t
+            await client.close()
+            toml = Path(d) / "tierwise.toml"
+            toml.write_text(CONFIG.format(db=Path(d) / "ledger.db", url=url))
+            os.environ["BENCH_UPSTREAM_KEY"] = "x"
+            inp = Path(d) / "in.jsonl"
+            inp.write_text(
+                "".join(json.dumps({"id": str(i), "text": f"item {i}"}) + "\n" for i in range(calls))
             )
-            ours = time.perf_counter() - t
+            async with Session(toml) as s:
+                spec = TaskSpec("ask", tier="nano")
+                t = time.perf_counter()
+                await run_file(s, inp, Path(d) / "out.jsonl", BatchOptions(spec, concurrency=50))
+                ours = time.perf_counter() - t
+    finally:
+        upstream.terminate()
+        upstream.wait(timeout=10)
     return ideal, bare, ours
 
 
