@@ -184,11 +184,13 @@ async def _retrieve(
 
 
 def _draft_prompt(ticket: TriageItem, passages: list[tuple[str, str]]) -> str:
+    # The passages come first: tickets that retrieve the same passages then share the prompt's prefix,
+    # which a local engine keeps evaluated between calls (drafts are dispatched grouped by passages).
     quoted = "\n".join(f"- [{src}] {json.dumps(p, ensure_ascii=False)}" for src, p in passages)
     return (
+        f"Knowledge-base passages:\n{quoted or '- (none)'}\n"
         f"Ticket (intent {ticket.intent}, urgency {ticket.urgency}): "
-        f"{json.dumps(ticket.text, ensure_ascii=False)}\n"
-        f"Knowledge-base passages:\n{quoted or '- (none)'}"
+        f"{json.dumps(ticket.text, ensure_ascii=False)}"
     )
 
 
@@ -413,9 +415,10 @@ async def triage(
         scope.progress.advance(1, note=f"ticket {n + 1}: {item.intent} · {item.action} · {path}")
         return calls
 
-    per_ticket = await asyncio.gather(
-        *(one(n, it, p) for n, (it, p) in enumerate(zip(items, passages, strict=True)))
-    )
+    # Dispatched grouped by the passages they retrieved (the semaphore admits in creation order), so
+    # consecutive drafts share their prompt's prefix; each ticket keeps its index for its output line.
+    order = sorted(range(len(items)), key=lambda n: tuple(p for _, p in passages[n]))
+    per_ticket = await asyncio.gather(*(one(n, items[n], passages[n]) for n in order))
     for step_id in (DRAFT_STEP, ESCALATE_STEP):
         _record_stage(scope, step_id, [c[step_id] for c in per_ticket if step_id in c])
     spend = spend_fields(await scope.spend())
