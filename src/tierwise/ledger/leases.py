@@ -135,11 +135,6 @@ def probe_writable(engine: Engine) -> None:
         conn.close()
 
 
-def write_intent(engine: Engine, row: dict[str, Any], *, outage_s: float = 8.0) -> None:
-    """Insert one intent (see ``write_intents``)."""
-    write_intents(engine, [row], outage_s=outage_s)
-
-
 def write_intents(engine: Engine, rows: list[dict[str, Any]], *, outage_s: float = 8.0) -> None:
     """Insert intents in one transaction; a database that is briefly away (a restart) is waited for, up
     to ``outage_s``, since nothing may be sent until its intent is written."""

@@ -234,14 +234,9 @@ class Ledger:
         with self._db_lock:
             leases.release(self._sync_engine, run_id)
 
-    def write_intent(self, row: dict[str, Any]) -> None:
-        """Before a request is sent: the call that will be paid, in the database before it leaves."""
-        with self._db_lock:
-            leases.write_intent(self._sync_engine, row)
-
     async def intend(self, row: dict[str, Any]) -> None:
-        """``write_intent`` from the event loop, committed together with the intents of other calls in
-        flight (one transaction for many; see ``ledger/intents.py``)."""
+        """Before a request is sent: the call that will be paid, in the database before it leaves,
+        committed together with the intents of other calls in flight (see ``ledger/intents.py``)."""
         await self._intents.write(row)
 
     def record_circuit(self, model: str, state: str, failures: int, why: str) -> None:

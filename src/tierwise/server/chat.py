@@ -23,11 +23,10 @@ from tierwise.server.schemas import ChatMessage, ChatRequest
 from tierwise.server.sse import DONE, EventStream, sse
 from tierwise.server.target import (
     chat_usage,
-    cost_text,
-    decision_headers,
     describe,
     info,
     result_headers,
+    stream_headers,
     target,
 )
 
@@ -165,11 +164,7 @@ def routes(proxy: Proxy) -> list[Route]:
         if body.stream:
             held = await proxy.stream(caller, task)
             stream = held.stream
-            assert stream.decision is not None and stream.model is not None
-            headers = decision_headers(stream.decision, stream.model)
-            if stream.result is not None:  # validated before streaming (structured output, tools)
-                headers["x-tierwise-cost-usd"] = cost_text(stream.result.cost_usd)
-            return EventStream(held.events(chunks(task)), headers=headers)
+            return EventStream(held.events(chunks(task)), headers=stream_headers(stream))
         result = await proxy.call(caller, task)
         return JSONBody(completion_body(result, task), headers=result_headers(result))
 

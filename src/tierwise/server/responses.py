@@ -26,7 +26,7 @@ from tierwise.server.jsonio import JSONBody, dumps
 from tierwise.server.proxy import Proxy, answering
 from tierwise.server.schemas import ResponsesFunctionTool, ResponsesRequest
 from tierwise.server.sse import EventStream, sse
-from tierwise.server.target import cost_text, decision_headers, describe, info, result_headers, target
+from tierwise.server.target import describe, info, result_headers, stream_headers, target
 
 _ROLES = {"user": "user", "system": "system", "developer": "system", "assistant": "assistant"}
 _TEXT_PARTS = ("input_text", "output_text", "text", "refusal")
@@ -310,11 +310,9 @@ def routes(proxy: Proxy) -> list[Route]:
         if body.stream:
             held = await proxy.stream(caller, task)
             stream = held.stream
-            assert stream.decision is not None and stream.model is not None
-            headers = decision_headers(stream.decision, stream.model)
-            if stream.result is not None:
-                headers["x-tierwise-cost-usd"] = cost_text(stream.result.cost_usd)
-            return EventStream(held.events(events(Envelope(body, task, stream.model))), headers=headers)
+            assert stream.model is not None
+            envelope = Envelope(body, task, stream.model)
+            return EventStream(held.events(events(envelope)), headers=stream_headers(stream))
         result = await proxy.call(caller, task)
         envelope = Envelope(body, task, result.model)
         payload = envelope.dump("completed", envelope.output(result), result)

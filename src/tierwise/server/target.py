@@ -14,6 +14,7 @@ from typing import Any
 from tierwise.core import Decision, Stakes, TaskKind, Tier, Usage
 from tierwise.models.catalog import Catalog
 from tierwise.runtime.result import Result
+from tierwise.runtime.runtime import Stream
 from tierwise.server.errors import ApiError
 
 AUTO = "tierwise/auto"
@@ -90,6 +91,16 @@ def decision_headers(decision: Decision, model: str) -> dict[str, str]:
 def result_headers(result: Result) -> dict[str, str]:
     headers = decision_headers(result.decision, result.model)
     headers["x-tierwise-cost-usd"] = cost_text(result.cost_usd)
+    return headers
+
+
+def stream_headers(stream: Stream) -> dict[str, str]:
+    """Headers of a started stream: its decision and model; its cost too when it was validated (and so
+    paid) before the first byte (structured output, tools)."""
+    assert stream.decision is not None and stream.model is not None
+    headers = decision_headers(stream.decision, stream.model)
+    if stream.result is not None:
+        headers["x-tierwise-cost-usd"] = cost_text(stream.result.cost_usd)
     return headers
 
 
