@@ -112,3 +112,37 @@ async def test_a_pinned_tier_never_pays_e5_for_the_kind(tmp_path: Path, chaos_se
     reason, calls = await _call(toml, UNSURE, tier="nano")
     assert [op for op, _ in calls] == ["chat"], calls
     assert "static classifier" in reason or "pinned" in reason, reason
+
+
+@needs_static
+def test_sparse_logits_equal_the_full_feature_row() -> None:
+    """``logits`` skips the vocabulary-wide row; it must score exactly as the fitted features do."""
+    from tierwise.routing import kind_classifier as kc
+
+    clf = default_classifier()
+    texts = [t for t, _ in split()[1][:40]] + ["", "zzz qqq", "plan plan plan the release"]
+    full = clf._features(texts, kc._dense(texts, clf._embed, clf._cues)) @ clf._w
+    assert abs(clf.logits(texts) - full).max() < 1e-5
+
+
+@needs_static
+def test_the_fit_is_cached_on_disk_and_a_changed_fit_misses(tmp_path: Path, monkeypatch) -> None:
+    from tierwise.routing import kind_classifier as kc
+    from tierwise.routing.features import CACHE_ENV, get_embedder
+    from tierwise.routing.kinds import verb_cues
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    train, test = split()
+    texts, labels = [t for t, _ in train], [k for _, k in train]
+    path = kc._cache_path(texts, labels)
+    assert not path.exists()
+    fitted = kc.KindClassifier.fit(texts, labels, get_embedder("static").embed, verb_cues)
+    kc._save(fitted, path)
+    loaded = kc._load(path, get_embedder("static").embed, verb_cues)
+    assert loaded is not None and loaded.kinds == fitted.kinds
+    probe = [t for t, _ in test]
+    assert abs(loaded.logits(probe) - fitted.logits(probe)).max() == 0
+    # One example more (or a changed label) is another fit: another file.
+    assert kc._cache_path([*texts, "x"], [*labels, labels[0]]) != path
+    path.write_bytes(b"not an npz")  # a damaged cache is a refit, not an error
+    assert kc._load(path, get_embedder("static").embed, verb_cues) is None

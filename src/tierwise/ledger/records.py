@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from uuid import uuid4
+
+
+def _fresh_prefix() -> None:
+    global _PREFIX, _COUNTER
+    _PREFIX = os.urandom(8).hex()
+    _COUNTER = itertools.count(int.from_bytes(os.urandom(4)))
+
+
+_PREFIX = ""
+_COUNTER = itertools.count()
+_fresh_prefix()
+os.register_at_fork(after_in_child=_fresh_prefix)  # a forked worker must not repeat its parent's ids
 
 
 def new_id() -> str:
-    return uuid4().hex
+    """A 32-hex id, unique across processes: 64 random bits per process, then a counter. A uuid4 per id
+    costs an ``os.urandom`` system call, and a call writes three ids; at batch rates that was measurable."""
+    return f"{_PREFIX}{next(_COUNTER) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
 def utcnow() -> datetime:

@@ -3,17 +3,21 @@
 Features: word TF-IDF (the vocabulary of the labelled examples), the 64-d static embedding (standardized)
 and the kind verb cues. All of it is local CPU, about 0.1-0.2 ms for a short request, against 10-30 ms for
 an e5 embedding; the runtime asks e5 only when the classifier's probability is below ``THRESHOLD``.
-Fitted in numpy at first use (a few hundred texts, well under a second), so ``import`` stays light.
+Fitted in numpy at first use (a few hundred texts, well under a second) and cached on disk, so
+``import`` stays light and later processes load the fit instead of repeating it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -91,8 +95,18 @@ class KindClassifier:
         return cls(kinds, vocab, idf, mean, scale, weights, embed, cues, temperature)
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
-        """Uncalibrated scores, one column per kind of ``self.kinds``."""
-        return self._features(texts, _dense(texts, self._embed, self._cues)) @ self._w
+        """Uncalibrated scores, one column per kind of ``self.kinds``: ``_features(texts) @ weights``
+        without the vocabulary-wide feature row (a request has a handful of words; the row has 1,200
+        columns, and allocating it was most of a decision's cost)."""
+        vocab_size = len(self._vocab)
+        scaled = (_dense(texts, self._embed, self._cues) - self._mean) / self._scale * _DENSE_SCALE
+        out = scaled @ self._w[vocab_size:-1] + self._w[-1]
+        for row, text in enumerate(texts):
+            cols, vals = self._tfidf(text)
+            if cols:
+                v = np.asarray(vals, dtype=np.float32)
+                out[row] += (v / np.linalg.norm(v)) @ self._w[cols]
+        return out
 
     def proba(self, texts: Sequence[str]) -> np.ndarray:
         return softmax(self.logits(texts) * self.temperature)
@@ -102,13 +116,22 @@ class KindClassifier:
         top2 = np.argsort(-p)[:2]
         return Prediction(self.kinds[int(top2[0])], float(p[top2[0]]), float(p[top2[0]] - p[top2[1]]))
 
+    def _tfidf(self, text: str) -> tuple[list[int], list[float]]:
+        """The text's TF-IDF entries (columns in the vocabulary, sublinear tf), not yet normalized."""
+        cols: list[int] = []
+        vals: list[float] = []
+        for word, count in Counter(_words(text)).items():
+            col = self._vocab.get(word)
+            if col is not None:
+                cols.append(col)
+                vals.append((1 + math.log(count)) * float(self._idf[col]))
+        return cols, vals
+
     def _features(self, texts: Sequence[str], dense: np.ndarray) -> np.ndarray:
         sparse = np.zeros((len(texts), len(self._vocab)), dtype=np.float32)
         for row, text in enumerate(texts):
-            for word, count in Counter(_words(text)).items():
-                col = self._vocab.get(word)
-                if col is not None:
-                    sparse[row, col] = (1 + math.log(count)) * self._idf[col]  # sublinear tf
+            cols, vals = self._tfidf(text)
+            sparse[row, cols] = vals
         norms = np.linalg.norm(sparse, axis=1, keepdims=True)
         sparse /= np.where(norms == 0, 1, norms)
         scaled = (dense - self._mean) / self._scale * _DENSE_SCALE
@@ -202,7 +225,11 @@ _LOCK = threading.Lock()
 
 
 def default_classifier() -> KindClassifier:
-    """The process-wide classifier, fitted once on the train split of the labelled examples."""
+    """The process-wide classifier, fitted once on the train split of the labelled examples.
+
+    The fit (~0.7 s of CPU, paid by every CLI command and batch before its first routed call) is cached
+    on disk, keyed by the examples, the hyperparameters and the source of the features, so any change to
+    what would be fitted refits. A cache that cannot be read or written is only a refit."""
     global _DEFAULT
     with _LOCK:
         if _DEFAULT is None:
@@ -212,7 +239,67 @@ def default_classifier() -> KindClassifier:
 
             train, _ = split()
             static = get_embedder("static")
-            _DEFAULT = KindClassifier.fit(
-                [t for t, _ in train], [k for _, k in train], static.embed, verb_cues
-            )
+            texts, labels = [t for t, _ in train], [k for _, k in train]
+            path = _cache_path(texts, labels)
+            _DEFAULT = _load(path, static.embed, verb_cues)
+            if _DEFAULT is None:
+                _DEFAULT = KindClassifier.fit(texts, labels, static.embed, verb_cues)
+                _save(_DEFAULT, path)
         return _DEFAULT
+
+
+def _cache_path(texts: Sequence[str], labels: Sequence[TaskKind]) -> Path:
+    import hashlib
+    import importlib.metadata
+
+    from tierwise.routing import kinds
+    from tierwise.routing.features import cache_dir
+
+    h = hashlib.sha256()
+    for text, label in zip(texts, labels, strict=True):
+        h.update(f"{label.value}\t{text}\n".encode())
+    h.update(f"{L2} {TEMPERATURE} {_DENSE_SCALE} {_WORD.pattern}".encode())
+    for module in (__file__, kinds.__file__):  # the features' code: a change to either refits
+        h.update(Path(module).read_bytes())
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        h.update(importlib.metadata.version("tokenlearn-static-model").encode())
+    return cache_dir() / "kinds" / f"classifier-{h.hexdigest()[:24]}.npz"
+
+
+def _save(clf: KindClassifier, path: Path) -> None:
+    words = sorted(clf._vocab, key=clf._vocab.__getitem__)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(
+            tmp,
+            kinds=np.array([k.value for k in clf.kinds]),
+            words=np.array(words),
+            idf=clf._idf,
+            mean=clf._mean,
+            scale=clf._scale,
+            weights=clf._w,
+            temperature=np.array(clf.temperature),
+        )
+        os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the new one
+    except OSError:
+        pass
+
+
+def _load(path: Path, embed: EmbedFn, cues: Callable[[str], np.ndarray]) -> KindClassifier | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            words = [str(w) for w in z["words"]]
+            return KindClassifier(
+                [TaskKind(str(k)) for k in z["kinds"]],
+                {w: i for i, w in enumerate(words)},
+                z["idf"],
+                z["mean"],
+                z["scale"],
+                z["weights"],
+                embed,
+                cues,
+                float(z["temperature"]),
+            )
+    except (OSError, KeyError, ValueError):  # absent, partial or from another layout: refit
+        return None

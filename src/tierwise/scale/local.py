@@ -14,6 +14,7 @@ from typing import Any
 
 from tierwise.errors import BudgetExceeded
 from tierwise.runtime.scope import Scope
+from tierwise.runtime.warm import warm_local
 from tierwise.scale.inputs import Item
 from tierwise.scale.tasks import TaskSpec
 from tierwise.scale.work import BlockWork, item_row
@@ -54,6 +55,10 @@ async def run_local(
             emit([(seq, r) for (seq, _), r in zip(block, rows, strict=True)])
         return None
 
+    if scope.runtime is not None:
+        # The first calls would load the tokenizer and the kind classifier on the event loop, one after
+        # the other, while every call in flight waits: load both now, in two threads at once.
+        await warm_local(scope.runtime.inferrer, e5=False)
     stopped: list[BudgetExceeded] = []
     sem = asyncio.Semaphore(concurrency)
     pending: set[asyncio.Task[None]] = set()

@@ -1,26 +1,18 @@
-"""Warm-up at start-up: load what the first requests would otherwise load while a client waits.
-
-Lazily, the first ``tierwise/auto`` request fits the kind classifier and loads the static embedder, the
-first unsure one loads e5 and embeds the kind descriptions, the first call loads the tokenizer and builds
-the provider's client: seconds of CPU on a small machine. The server does it once before it answers.
-"""
+"""Warm-up at start-up: the proxy loads the provider clients, the tokenizer, the kind classifier and e5
+once, before it answers, so the first ``tierwise/auto`` request does not wait seconds for them."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING
 
-from tierwise.models.tokens import count_texts
-from tierwise.routing.kinds import local_embed
+from tierwise.runtime.warm import warm_local
 
 if TYPE_CHECKING:
     from tierwise.session import Session
 
 log = logging.getLogger("tierwise.server")
-
-_TEXT = "Summarize this support ticket in one line: my card was charged twice."
 
 
 async def warm_up(session: Session) -> float:
@@ -30,7 +22,7 @@ async def warm_up(session: Session) -> float:
     """
     t0 = time.perf_counter()
     _providers(session)  # on the loop: the registry is not shared with threads
-    await asyncio.to_thread(_local_models, session)
+    await warm_local(session.runtime.inferrer if session.runtime is not None else None, e5=True)
     took = time.perf_counter() - t0
     log.info("warmed up in %.2f s", took)
     return took
@@ -43,19 +35,3 @@ def _providers(session: Session) -> None:
     names = {session.config.catalog.get(model).provider for model in session.config.tiers.values()}
     for name in sorted(names):
         providers.usable(name)  # builds the client (a provider without its key stays unbuilt)
-
-
-def _local_models(session: Session) -> None:
-    try:
-        count_texts([_TEXT])
-    except Exception:  # warm-up only saves time: the request that needs it meets the error itself
-        log.warning("warm-up: the tokenizer did not load", exc_info=True)
-    inferrer = session.runtime.inferrer if session.runtime is not None else None
-    if inferrer is None:
-        return
-    try:
-        inferrer.classify(_TEXT, settle=True)  # fits the process-wide classifier, loads the static embedder
-        if inferrer.has_e5:  # loads e5 and embeds the kind descriptions, as the first unsure request would
-            inferrer.from_vector(local_embed([_TEXT])[0], _TEXT)
-    except Exception:
-        log.warning("warm-up: kind inference did not load", exc_info=True)
