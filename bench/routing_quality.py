@@ -1,10 +1,10 @@
 """Routing quality on held-out folds of the shared outcome data: ``python -m bench.routing_quality``.
 
-Every router (policy, learned, cascade, kNN/TF-IDF, random, oracle) on every task: RouterBench ARC-C, MBPP
-and Winogrande by 5-fold cross-validation over prompts; RouteLLM MMLU by 5-fold cross-validation *by
-subject*, so each prompt is routed by a router that never saw its subject. Nothing is tuned on held-out
-folds: routers choose their settings by cross-validation inside the training folds. The oracle reads the
-held-out labels and is a ceiling, not a router.
+Every router (policy, learned, cascade, cascade+ = cascade routing, kNN/TF-IDF, random, oracle) on every
+task: RouterBench ARC-C, MBPP and Winogrande by 5-fold cross-validation over prompts; RouteLLM MMLU by
+5-fold cross-validation *by subject*, so each prompt is routed by a router that never saw its subject.
+Nothing is tuned on held-out folds: routers choose their settings by cross-validation inside the training
+folds. The oracle reads the held-out labels and is a ceiling, not a router.
 
 Columns: AIQ (RouterBench: hull area / costliest model's cost) and the single-model hull's AIQ; APGR and
 CPT(50%)/CPT(80%) (two models: RouteLLM's 10 quantile thresholds, pooled over folds for MMLU; N models:
@@ -39,13 +39,16 @@ from tierwise.evaluation.datasets import load_outcomes, mmlu_files, routerbench_
 from tierwise.evaluation.metrics import apgr, cpt, gap_metrics, routellm_curve, single_points
 from tierwise.evaluation.replay import ReplayResult, replay
 from tierwise.evaluation.transfer import TransferResult, transfer
+from tierwise.routing.cascade_routing import CascadeRoutingReplay
 from tierwise.routing.features import DEFAULT_FEATURES
 from tierwise.routing.outcomes import Outcomes
 
 PUBLISHED_MMLU_APGR = 0.603  # RouteLLM's best router on MMLU
 TARGET_APGR = 0.65
 TARGET_ARC_PCT = 98.0
-ORDER = ("policy", "learned", "cascade", "knn-tfidf", "random", "oracle")
+ORDER = ("policy", "learned", "cascade", "cascade+", "knn-tfidf", "random", "oracle")
+ROUTERS = ("learned", "cascade", "cascade+")  # the project's routers; the rest are references
+NEEDS_RESPONSES = {"cascade", "cascade+"}  # they replay recorded answers; MMLU has none
 
 
 @dataclass
@@ -79,6 +82,7 @@ def make_routers(features: str, seed: int) -> list[Callable[[], ReplayRouter]]:
         PolicyReplay,
         lambda: LearnedReplay(embedder=features, seed=seed),
         lambda: CascadeReplay(seed=seed),
+        lambda: CascadeRoutingReplay(embedder=features, seed=seed),
         TfidfKnnReplay,
         lambda: RandomReplay(seed=seed),
         OracleReplay,
@@ -94,8 +98,8 @@ def run_task(name: str, data: Outcomes, folds: int, features: str, seed: int) ->
         rows = np.array([index[p] for p in test.prompts])
         for make in make_routers(features, seed):
             router = make()
-            if router.name == "cascade" and not data.has_responses:
-                continue  # the cascade replays recorded responses; MMLU has none
+            if router.name in NEEDS_RESPONSES and not data.has_responses:
+                continue
             result = replay(router, train, test, split=f"fold {k + 1}/{folds}")
             row = out.rows.setdefault(router.name, Row(router.name))
             row.results.append(result)
@@ -167,13 +171,13 @@ def summary(tasks: Sequence[TaskResult], seconds: float) -> str:
     above = [
         t.name
         for t in rb
-        if max(t.rows[n].mean("aiq") for n in ("learned", "cascade") if n in t.rows)
+        if max(t.rows[n].mean("aiq") for n in ROUTERS if n in t.rows)
         > t.rows["learned"].mean("single_hull_aiq")
     ]
     parts = [f"above the hull on {len(above)}/{len(rb)} RouterBench tasks"]
     arc = next((t for t in rb if t.name.startswith("arc")), None)
     if arc is not None:
-        pct = max(arc.rows[n].budget_pct() for n in ("learned", "cascade") if n in arc.rows)
+        pct = max(arc.rows[n].budget_pct() for n in ROUTERS if n in arc.rows)
         parts.append(
             f"ARC-C at ≤25% of GPT-4's cost {pct:.1f}% of its quality (target {TARGET_ARC_PCT:.0f}%)"
         )
