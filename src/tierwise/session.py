@@ -355,11 +355,11 @@ class Session:
         ``tierwise.scale`` classifier. The fit's embeddings are metered in a run of their own."""
         from tierwise.systems.support_triage.inputs import read_examples
         from tierwise.systems.support_triage.intents import load_or_fit
-        from tierwise.systems.support_triage.pipeline import EMBED_MODEL, _scope_embed
+        from tierwise.systems.support_triage.pipeline import EMBED_MODEL, scope_embed
 
         texts, cats = read_examples(Path(examples)) if isinstance(examples, (str, Path)) else examples
         async with self.run("batch-fit", f"fit the nano classifier on {len(texts)} examples") as scope:
-            embed = _scope_embed(scope, EMBED_MODEL, TaskKind.CLASSIFY, "intent classifier (e5)")
+            embed = scope_embed(scope, EMBED_MODEL, TaskKind.CLASSIFY, "intent classifier (e5)")
             model, _ = await load_or_fit(texts, cats, embed, embed_model=EMBED_MODEL)
         return _TriageClassifier(model)
 

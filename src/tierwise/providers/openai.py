@@ -82,7 +82,7 @@ class OpenAIProvider:
         options = {"timeout": timeout} if timeout is not None else {}
         resp = await self._client.post(
             "/chat/completions",
-            body=kw,
+            body=orjson.dumps(kw),  # the SDK sends bytes as they are: orjson instead of its json.dumps
             cast_to=httpx.Response,
             options=options,  # type: ignore[arg-type]
         )

@@ -147,7 +147,9 @@ class TriageReport:
         }
 
 
-def _scope_embed(scope: Scope, model: str, kind: TaskKind, reason: str) -> Embed:
+def scope_embed(scope: Scope, model: str, kind: TaskKind, reason: str) -> Embed:
+    """An ``Embed`` over the run's metered embeddings (``scope.embed``): the classifier's and retrieval's."""
+
     async def embed(texts: list[str]) -> np.ndarray:
         result = await scope.embed(texts, model=model, kind=kind, reason=reason)
         return np.asarray(result.vectors, dtype=np.float32)
@@ -352,7 +354,7 @@ async def triage(
     if not tickets:
         raise InputError("no tickets to triage: the input is empty")
     fit_texts, fit_cats = fitting_set(examples, labels)
-    embed = _scope_embed(scope, embed_model, TaskKind.CLASSIFY, "intent classifier (e5)")
+    embed = scope_embed(scope, embed_model, TaskKind.CLASSIFY, "intent classifier (e5)")
     scope.progress.stage("load or fit the intent classifier")
     started = time.perf_counter()
     model, cached = await load_or_fit(
@@ -390,7 +392,7 @@ async def triage(
     todo = [i for i, it in enumerate(items) if it.intent != OUT_OF_SCOPE and it.urgency != "critical"]
     passages: list[list[tuple[str, str]]] = [[] for _ in items]
     if kb and todo:
-        retrieve = _scope_embed(scope, embed_model, TaskKind.RANK, "knowledge-base retrieval (e5)")
+        retrieve = scope_embed(scope, embed_model, TaskKind.RANK, "knowledge-base retrieval (e5)")
         vecs = np.zeros((len(items), 1), dtype=np.float32) if e5 is None else e5
         need = [i for i in todo if e5 is None or not vecs[i].any()]
         if need:
