@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -140,18 +141,66 @@ def write_intents(engine: Engine, rows: list[dict[str, Any]], *, outage_s: float
     to ``outage_s``, since nothing may be sent until its intent is written."""
     now = utcnow()
     clean = [{**row, "reason": redact(str(row.get("reason", ""))), "created_at": now} for row in rows]
+    sqlite = engine.dialect.name == "sqlite"
     delay, waited = 0.1, 0.0
     while True:
         try:
-            with engine.begin() as conn:
-                conn.execute(schema.intents.insert(), clean)
+            if sqlite:
+                _insert_sqlite(engine, clean)
+            else:
+                with engine.begin() as conn:
+                    conn.execute(schema.intents.insert(), clean)
             return
-        except sa.exc.OperationalError:
+        except (sa.exc.OperationalError, sqlite3.OperationalError):
             if waited >= outage_s:
                 raise
             time.sleep(delay)
             waited += delay
             delay = min(delay * 2, 2.0)
+
+
+_INTENT_COLUMNS = tuple(c.name for c in schema.intents.columns)
+_INTENT_SQL = (
+    f"INSERT INTO intents ({', '.join(_INTENT_COLUMNS)}) VALUES ({', '.join('?' * len(_INTENT_COLUMNS))})"
+)
+
+
+def _insert_sqlite(engine: Engine, rows: list[dict[str, Any]]) -> None:
+    """The intents' INSERT straight through sqlite3's executemany, the columns' own bind processors
+    applied (what SQLAlchemy would store). Under a batch the intents of the calls in flight commit in
+    groups of one or two, and SQLAlchemy's per-transaction work was most of the writer's CPU per call
+    (0.26 of 0.3 ms), taken from the event loop by the GIL."""
+    procs = _bind_processors(engine.dialect)
+    values = [
+        tuple(
+            p(row.get(c)) if p is not None else row.get(c)
+            for c, p in zip(_INTENT_COLUMNS, procs, strict=True)
+        )
+        for row in rows
+    ]
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        try:
+            cursor.executemany(_INTENT_SQL, values)
+        finally:
+            cursor.close()
+        raw.commit()
+    except BaseException:
+        raw.rollback()
+        raise
+    finally:
+        raw.close()  # back to the pool
+
+
+_PROCESSORS: dict[int, list[Any]] = {}
+
+
+def _bind_processors(dialect: sa.Dialect) -> list[Any]:
+    key = id(dialect)
+    if key not in _PROCESSORS:
+        _PROCESSORS[key] = [schema.intents.c[c].type.bind_processor(dialect) for c in _INTENT_COLUMNS]
+    return _PROCESSORS[key]
 
 
 def clear_intents(conn: sa.Connection, ids: list[str]) -> None:
