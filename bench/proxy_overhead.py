@@ -150,6 +150,7 @@ class Load:
     latencies: list[float]
     wall_s: float
     cpu_s: float | None = None  # the proxy's CPU over the measured requests
+    errors: int = 0  # requests that failed (counted for the peer; any failure of ours stops the bench)
 
     @property
     def cpu_ms_per_request(self) -> float | None:
@@ -157,14 +158,18 @@ class Load:
 
     def pct(self, q: float) -> float:
         s = sorted(self.latencies)
-        return s[min(len(s) - 1, int(q * len(s)))] * 1000
+        return s[min(len(s) - 1, int(q * len(s)))] * 1000 if s else float("inf")
 
     @property
     def rps(self) -> float:
         return len(self.latencies) / self.wall_s
 
 
-async def drive(base_url: str, key: str, model: str, n: int, concurrency: int, pid: int | None) -> Load:
+async def drive(
+    base_url: str, key: str, model: str, n: int, concurrency: int, pid: int | None, *, tolerate: bool = False
+) -> Load:
+    """``n`` requests from ``concurrency`` clients. ``tolerate``: a failed request is counted, not raised
+    (the peer: LiteLLM's proxy drops upstream connections at 100 clients on this machine)."""
     client = openai.AsyncOpenAI(
         base_url=base_url,
         api_key=key,
@@ -172,14 +177,21 @@ async def drive(base_url: str, key: str, model: str, n: int, concurrency: int, p
         http_client=httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency + 10)),
     )
     latencies: list[float] = []
+    errors = [0]
     queue = iter(range(n))
 
     async def worker() -> None:
         for _ in queue:
             t0 = time.perf_counter()
-            r = await client.chat.completions.create(
-                model=model, messages=[{"role": "user", "content": PROMPT}], max_tokens=16
-            )
+            try:
+                r = await client.chat.completions.create(
+                    model=model, messages=[{"role": "user", "content": PROMPT}], max_tokens=16
+                )
+            except openai.OpenAIError:
+                if not tolerate:
+                    raise
+                errors[0] += 1
+                continue
             latencies.append(time.perf_counter() - t0)
             assert r.choices, r
 
@@ -193,7 +205,7 @@ async def drive(base_url: str, key: str, model: str, n: int, concurrency: int, p
     wall = time.perf_counter() - t0
     cpu1 = cpu_s(pid)
     await client.close()
-    return Load(latencies, wall, None if cpu0 is None or cpu1 is None else cpu1 - cpu0)
+    return Load(latencies, wall, None if cpu0 is None or cpu1 is None else cpu1 - cpu0, errors[0])
 
 
 def first_request_ms(base_url: str, key: str) -> float:
@@ -281,18 +293,29 @@ def main() -> None:
             for name, url, k, model, pid in targets:
                 for _ in range(max(1, args.repeat)):
                     try:
-                        load = asyncio.run(drive(url, k, model, n, c, pid))
+                        peer = name == "litellm proxy"
+                        load = asyncio.run(drive(url, k, model, n, c, pid, tolerate=peer))
                     except Exception as exc:
                         raise RuntimeError(f"{name} at {c} clients failed ({exc!r}): logs in {tmp}") from exc
                     best = results.get((name, c))
-                    if best is None or load.pct(0.5) < best.pct(0.5):
+                    if best is None or (load.errors, load.pct(0.5)) < (best.errors, best.pct(0.5)):
                         results[(name, c)] = load
 
         print(
             f"\nUpstream: chaos server, no added latency; {args.requests} requests per level (×5 at 100), "
             f"best p50 of {args.repeat}; cpu ms/req: the proxy process's CPU per request."
         )
-        head = ("target", "clients", "p50 ms", "p99 ms", "+p50 ms", "+p99 ms", "req/s", " cpu ms/req")
+        head = (
+            "target",
+            "clients",
+            "p50 ms",
+            "p99 ms",
+            "+p50 ms",
+            "+p99 ms",
+            "req/s",
+            "errors",
+            " cpu ms/req",
+        )
         print(f"{head[0]:<24}" + "".join(f"{h:>9}" for h in head[1:]))
         for c in levels:
             base = results[("direct", c)]
@@ -303,7 +326,8 @@ def main() -> None:
                 cpu = r.cpu_ms_per_request
                 print(
                     f"{name:<24}{c:>8}{r.pct(0.5):>9.2f}{r.pct(0.99):>9.2f}"
-                    f"{add50:>9.2f}{add99:>9.2f}{r.rps:>9.0f}" + (f"{cpu:>11.2f}" if cpu is not None else "")
+                    f"{add50:>9.2f}{add99:>9.2f}{r.rps:>9.0f}{r.errors:>9}"
+                    + (f"{cpu:>11.2f}" if cpu is not None else "")
                 )
         seq = levels[0]
         tw_add = results[("tierwise (auto)", seq)].pct(0.5) - results[("direct", seq)].pct(0.5)
@@ -311,8 +335,11 @@ def main() -> None:
         if ("litellm proxy", seq) in results:
             ll_add = results[("litellm proxy", seq)].pct(0.5) - results[("direct", seq)].pct(0.5)
             below = all(
-                results[("tierwise (auto)", c)].pct(q) < results[("litellm proxy", c)].pct(q)
-                and results[("tierwise (auto)", c)].rps > results[("litellm proxy", c)].rps
+                (
+                    results[("tierwise (auto)", c)].pct(q) < results[("litellm proxy", c)].pct(q)
+                    and results[("tierwise (auto)", c)].rps > results[("litellm proxy", c)].rps
+                )
+                or results[("litellm proxy", c)].errors > 0  # a peer that fails requests is not better
                 for c in levels
                 for q in (0.5, 0.99)
             )
