@@ -28,6 +28,7 @@ import numpy as np
 
 from tierwise.evaluation.baselines import (
     CascadeReplay,
+    CascadeRoutingReplay,
     LearnedReplay,
     OracleReplay,
     PolicyReplay,
@@ -39,7 +40,6 @@ from tierwise.evaluation.datasets import load_outcomes, mmlu_files, routerbench_
 from tierwise.evaluation.metrics import apgr, cpt, gap_metrics, routellm_curve, single_points
 from tierwise.evaluation.replay import ReplayResult, replay
 from tierwise.evaluation.transfer import TransferResult, transfer
-from tierwise.routing.cascade_routing import CascadeRoutingReplay
 from tierwise.routing.features import DEFAULT_FEATURES
 from tierwise.routing.outcomes import Outcomes
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from tierwise.errors import InputError
+from tierwise.evaluation.baselines import CascadeRoutingReplay
 from tierwise.evaluation.datasets import data_dir, load_outcomes
 from tierwise.routing.cascade_fit import answer_codes
 from tierwise.routing.cascade_routing import (
-    CascadeRoutingReplay,
     RoutingPlan,
     Signals,
     fit_risk,

@@ -56,6 +56,16 @@ class Task:
             return self.output_schema.model_json_schema()
         return self.json_schema
 
+    def needed_capabilities(self) -> set[Capability]:
+        """What a model must support to take this task: ``requires``, tools if it has any, JSON schema if
+        its output has one."""
+        needed = set(self.requires)
+        if self.tools:
+            needed.add(Capability.TOOLS)
+        if self.output_schema is not None or self.json_schema is not None:
+            needed.add(Capability.JSON_SCHEMA)
+        return needed
+
 
 class AnswerCheck(Protocol):
     """Confidence in [0, 1] that the latest paid answer can be accepted (a cascade's validator).

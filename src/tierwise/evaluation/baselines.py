@@ -14,6 +14,7 @@ import numpy as np
 
 from tierwise.errors import ConfigError, InputError
 from tierwise.routing.cascade_fit import CascadeFamily, fit_cascades
+from tierwise.routing.cascade_routing import CascadeRouting, fit_cascade_routing
 from tierwise.routing.features import DEFAULT_FEATURES, embedder_names, focus
 from tierwise.routing.learned import LAMBDAS, LearnedModel
 from tierwise.routing.outcomes import Outcomes, RoutePlan
@@ -81,6 +82,28 @@ def _strong_minus_weak(predict: Callable[[Outcomes], np.ndarray], test: Outcomes
     q = predict(test)
     s, w = test.strong_weak()
     return q[:, s] - q[:, w]
+
+
+class CascadeRoutingReplay:
+    """Replay adapter (``ReplayRouter``): cascade routing swept over its budgets."""
+
+    name = "cascade+"
+
+    def __init__(self, embedder: str = DEFAULT_FEATURES, seed: int = 0) -> None:
+        self.embedder = embedder
+        self.seed = seed
+        self.family: CascadeRouting | None = None
+
+    def fit(self, train: Outcomes) -> None:
+        self.family = fit_cascade_routing(train, embedder=self.embedder, seed=self.seed)
+
+    def plans(self, test: Outcomes) -> list[RoutePlan]:
+        if self.family is None:
+            raise InputError("fit the router before replaying it")
+        return self.family.replay(test)
+
+    def strong_score(self, test: Outcomes) -> np.ndarray | None:
+        return None
 
 
 class CascadeReplay:

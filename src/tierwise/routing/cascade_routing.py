@@ -394,25 +394,3 @@ def _predict(arrays: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-3, 1 - 1e-3)
     return np.log(p / (1 - p))
-
-
-class CascadeRoutingReplay:
-    """Replay adapter (``ReplayRouter``): cascade routing swept over its budgets."""
-
-    name = "cascade+"
-
-    def __init__(self, embedder: str = DEFAULT_FEATURES, seed: int = 0) -> None:
-        self.embedder = embedder
-        self.seed = seed
-        self.family: CascadeRouting | None = None
-
-    def fit(self, train: Outcomes) -> None:
-        self.family = fit_cascade_routing(train, embedder=self.embedder, seed=self.seed)
-
-    def plans(self, test: Outcomes) -> list[RoutePlan]:
-        if self.family is None:
-            raise InputError("fit the router before replaying it")
-        return self.family.replay(test)
-
-    def strong_score(self, test: Outcomes) -> np.ndarray | None:
-        return None

@@ -175,11 +175,7 @@ class LearnedRouter:
         )
 
     def _eligible(self, task: Task) -> list[int]:
-        needed = set(task.requires)
-        if task.tools:
-            needed.add(Capability.TOOLS)
-        if task.output_schema is not None or task.json_schema is not None:
-            needed.add(Capability.JSON_SCHEMA)
+        needed = task.needed_capabilities()
         out = []
         for j, spec in self.specs.items():
             if task.model is not None and self.catalog.find(task.model) is not spec:

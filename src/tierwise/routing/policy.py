@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from tierwise.core import Capability, Decision, Stakes, Task, TaskKind, Tier, default_tier
+from tierwise.core import Decision, Stakes, Task, TaskKind, Tier, default_tier
 from tierwise.errors import RoutingError
 from tierwise.models.catalog import Catalog
 from tierwise.models.spec import ModelSpec
@@ -182,11 +182,7 @@ class PolicyRouter:
 
     def problems(self, task: Task, candidate: ModelSpec) -> list[str]:
         """Why ``candidate`` cannot take ``task`` (missing capabilities, input too large), if it cannot."""
-        needed = set(task.requires)
-        if task.tools:
-            needed.add(Capability.TOOLS)
-        if task.output_schema is not None or task.json_schema is not None:
-            needed.add(Capability.JSON_SCHEMA)
+        needed = task.needed_capabilities()
         found = []
         missing = needed - set(candidate.capabilities)
         if missing:
