@@ -76,3 +76,23 @@ def test_sync_session_and_embeddings(offline_toml: Path) -> None:
         assert len(emb.vectors) == 3 and len(emb.vectors[0]) == 384
         d = s.route("Extract the order number from this email")
         assert d.tier.value == "nano" and d.kind.value == "extract"
+
+
+def test_decode_threads_default_to_half_the_cpus_and_the_override_is_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    from tierwise.errors import ProviderError
+    from tierwise.providers.local import THREADS_ENV, decode_threads
+
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    assert decode_threads() == max(1, cpus // 2)
+    monkeypatch.setenv(THREADS_ENV, "3")
+    assert decode_threads() == 3
+    for bad in ("0", "-1", "two"):
+        monkeypatch.setenv(THREADS_ENV, bad)
+        with pytest.raises(ProviderError, match=THREADS_ENV) as info:
+            decode_threads()
+        assert "\n" not in str(info.value)
