@@ -241,14 +241,16 @@ def default_classifier() -> KindClassifier:
             static = get_embedder("static")
             texts, labels = [t for t, _ in train], [k for _, k in train]
             path = _cache_path(texts, labels)
-            _DEFAULT = _load(path, static.embed, verb_cues)
+            _DEFAULT = _load(path, static.embed, verb_cues) if path is not None else None
             if _DEFAULT is None:
                 _DEFAULT = KindClassifier.fit(texts, labels, static.embed, verb_cues)
-                _save(_DEFAULT, path)
+                if path is not None:
+                    _save(_DEFAULT, path)
         return _DEFAULT
 
 
-def _cache_path(texts: Sequence[str], labels: Sequence[TaskKind]) -> Path:
+def _cache_path(texts: Sequence[str], labels: Sequence[TaskKind]) -> Path | None:
+    """Where this fit is cached; None when the features' source cannot be read (then no cache)."""
     import hashlib
     import importlib.metadata
 
@@ -259,8 +261,11 @@ def _cache_path(texts: Sequence[str], labels: Sequence[TaskKind]) -> Path:
     for text, label in zip(texts, labels, strict=True):
         h.update(f"{label.value}\t{text}\n".encode())
     h.update(f"{L2} {TEMPERATURE} {_DENSE_SCALE} {_WORD.pattern}".encode())
-    for module in (__file__, kinds.__file__):  # the features' code: a change to either refits
-        h.update(Path(module).read_bytes())
+    try:
+        for module in (__file__, kinds.__file__):  # the features' code: a change to either refits
+            h.update(Path(module).read_bytes())
+    except (OSError, TypeError):  # no source on disk (a frozen or zipped install): fit every time
+        return None
     with contextlib.suppress(importlib.metadata.PackageNotFoundError):
         h.update(importlib.metadata.version("tokenlearn-static-model").encode())
     return cache_dir() / "kinds" / f"classifier-{h.hexdigest()[:24]}.npz"
@@ -301,5 +306,5 @@ def _load(path: Path, embed: EmbedFn, cues: Callable[[str], np.ndarray]) -> Kind
                 cues,
                 float(z["temperature"]),
             )
-    except (OSError, KeyError, ValueError):  # absent, partial or from another layout: refit
+    except Exception:  # absent, truncated (a zip error), another layout: a cache miss is only a refit
         return None
