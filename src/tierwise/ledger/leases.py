@@ -12,6 +12,7 @@ database before the next thing happens.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import sqlite3
@@ -193,14 +194,9 @@ def _insert_sqlite(engine: Engine, rows: list[dict[str, Any]]) -> None:
         raw.close()  # back to the pool
 
 
-_PROCESSORS: dict[int, list[Any]] = {}
-
-
+@functools.cache  # per dialect object (one per engine), held, so an id can never be reused
 def _bind_processors(dialect: sa.Dialect) -> list[Any]:
-    key = id(dialect)
-    if key not in _PROCESSORS:
-        _PROCESSORS[key] = [schema.intents.c[c].type.bind_processor(dialect) for c in _INTENT_COLUMNS]
-    return _PROCESSORS[key]
+    return [schema.intents.c[c].type.bind_processor(dialect) for c in _INTENT_COLUMNS]
 
 
 def clear_intents(conn: sa.Connection, ids: list[str]) -> None:
