@@ -5,12 +5,19 @@ paid call nobody recorded). Written one per transaction from the event loop's th
 thread hop and a commit per call (~0.4 ms) and serialises concurrent calls on the database. Here the calls
 in flight queue their intents; a writer thread takes all that are waiting, inserts them in one transaction
 and wakes each caller once its row is committed: one commit for many calls, and no thread-pool hop.
+
+On SQLite, the hop to that thread was itself the cost: the writer waits for the GIL while the event loop
+works (up to the 5 ms switch interval), so a batch's calls waited 3.5 ms p50 for their intents, 30 ms
+p99. There the intents queued in one turn of a loop are written by the loop itself, in one transaction at
+the end of that turn (~0.1 ms): when this process's write lock is free and no other process holds the
+database's. Otherwise they go to the thread, which waits its turn off the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 from collections.abc import Callable
 from queue import Empty, SimpleQueue
@@ -25,14 +32,21 @@ _MAX_GROUP = 512
 
 
 class IntentWriter:
-    """Queue intents from any thread or loop; ``await write(row)`` returns once the row is committed."""
+    """Queue intents from any thread or loop; ``await write(row)`` returns once the row is committed.
 
-    def __init__(self, engine: Engine, lock: Any) -> None:
+    ``lock`` serialises this process's writes to the database; ``inline`` (SQLite only, where ``lock``
+    is a ``threading.Lock``) lets a loop write its own intents when nothing else is writing.
+    """
+
+    def __init__(self, engine: Engine, lock: Any, *, inline: bool = False) -> None:
         self._engine = engine
-        self._lock = lock  # the ledger's lock for an in-memory database shared by every thread
+        self._lock = lock
+        self._inline = inline
         self._queue: SimpleQueue[tuple[dict[str, Any], _Done] | None] = SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start = threading.Lock()
+        # Per loop, the intents queued in its current turn (a loop only touches its own entry).
+        self._turn: dict[asyncio.AbstractEventLoop, list[tuple[dict[str, Any], asyncio.Future[None]]]] = {}
 
     def _ensure(self) -> None:
         if self._thread is None:
@@ -44,13 +58,37 @@ class IntentWriter:
     async def write(self, row: dict[str, Any]) -> None:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-
-        def settle(exc: BaseException | None) -> None:
-            loop.call_soon_threadsafe(_resolve, done, exc)
-
-        self._ensure()
-        self._queue.put((row, settle))
+        if self._inline:
+            turn = self._turn.get(loop)
+            if turn is None:
+                turn = self._turn[loop] = []
+                loop.call_soon(self._write_turn, loop)
+            turn.append((row, done))
+        else:
+            self._to_thread(loop, [(row, done)])
         await done
+
+    def _write_turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        group = self._turn.pop(loop)
+        if self._lock.acquire(blocking=False):
+            try:
+                written = leases.try_write_intents(self._engine, [row for row, _ in group])
+            except Exception:  # a failing database: the thread retries, waits out an outage, reports
+                written = False
+            finally:
+                self._lock.release()
+            if written:
+                for _, fut in group:
+                    _resolve(fut, None)
+                return
+        self._to_thread(loop, group)
+
+    def _to_thread(
+        self, loop: asyncio.AbstractEventLoop, group: list[tuple[dict[str, Any], asyncio.Future[None]]]
+    ) -> None:
+        self._ensure()
+        for row, fut in group:
+            self._queue.put((row, functools.partial(_wake, loop, fut)))
 
     def _run(self) -> None:
         while True:
@@ -86,6 +124,10 @@ class IntentWriter:
             self._queue.put(None)
             self._thread.join()
             self._thread = None
+
+
+def _wake(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None], exc: BaseException | None) -> None:
+    loop.call_soon_threadsafe(_resolve, fut, exc)
 
 
 def _resolve(fut: asyncio.Future[None], exc: BaseException | None) -> None:

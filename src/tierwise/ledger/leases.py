@@ -140,8 +140,7 @@ def probe_writable(engine: Engine) -> None:
 def write_intents(engine: Engine, rows: list[dict[str, Any]], *, outage_s: float = 8.0) -> None:
     """Insert intents in one transaction; a database that is briefly away (a restart) is waited for, up
     to ``outage_s``, since nothing may be sent until its intent is written."""
-    now = utcnow()
-    clean = [{**row, "reason": redact(str(row.get("reason", ""))), "created_at": now} for row in rows]
+    clean = _clean(rows)
     sqlite = engine.dialect.name == "sqlite"
     delay, waited = 0.1, 0.0
     while True:
@@ -160,13 +159,30 @@ def write_intents(engine: Engine, rows: list[dict[str, Any]], *, outage_s: float
             delay = min(delay * 2, 2.0)
 
 
+def try_write_intents(engine: Engine, rows: list[dict[str, Any]]) -> bool:
+    """Insert intents in one SQLite transaction now, or return False at once if another process holds
+    the write lock (the caller then queues them for a writer that waits): never blocks the caller."""
+    try:
+        _insert_sqlite(engine, _clean(rows), busy_ms=0)
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            return False
+        raise
+    return True
+
+
+def _clean(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    now = utcnow()
+    return [{**row, "reason": redact(str(row.get("reason", ""))), "created_at": now} for row in rows]
+
+
 _INTENT_COLUMNS = tuple(c.name for c in schema.intents.columns)
 _INTENT_SQL = (
     f"INSERT INTO intents ({', '.join(_INTENT_COLUMNS)}) VALUES ({', '.join('?' * len(_INTENT_COLUMNS))})"
 )
 
 
-def _insert_sqlite(engine: Engine, rows: list[dict[str, Any]]) -> None:
+def _insert_sqlite(engine: Engine, rows: list[dict[str, Any]], *, busy_ms: int | None = None) -> None:
     """The intents' INSERT straight through sqlite3's executemany, the columns' own bind processors
     applied (what SQLAlchemy would store). Under a batch the intents of the calls in flight commit in
     groups of one or two, and SQLAlchemy's per-transaction work was most of the writer's CPU per call
@@ -183,7 +199,13 @@ def _insert_sqlite(engine: Engine, rows: list[dict[str, Any]]) -> None:
     try:
         cursor = raw.cursor()
         try:
-            cursor.executemany(_INTENT_SQL, values)
+            if busy_ms is not None:
+                cursor.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+            try:
+                cursor.executemany(_INTENT_SQL, values)
+            finally:
+                if busy_ms is not None:  # the pooled connection goes back with the engine's own timeout
+                    cursor.execute(f"PRAGMA busy_timeout={int(schema.SQLITE_BUSY_TIMEOUT_S * 1000)}")
         finally:
             cursor.close()
         raw.commit()

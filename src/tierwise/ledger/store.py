@@ -102,8 +102,13 @@ class Ledger:
         self._db_lock: contextlib.AbstractContextManager[Any] = (
             threading.Lock() if in_memory else contextlib.nullcontext()
         )
+        # SQLite has one writer at a time: this process's writers (records, intents, leases) take turns
+        # on a lock here rather than meet in SQLite's busy handler, which sleeps 1-100 ms per collision.
+        self._write_lock: contextlib.AbstractContextManager[Any] = (
+            self._db_lock if in_memory else threading.Lock() if is_sqlite else contextlib.nullcontext()
+        )
         self._upsert_run = self._upsert_statement()
-        self._intents = IntentWriter(self._sync_engine, self._db_lock)
+        self._intents = IntentWriter(self._sync_engine, self._write_lock, inline=is_sqlite)
         self._queue: SimpleQueue[_Item] = SimpleQueue()
         self._error: LedgerError | None = None
         self._error_lock = threading.Lock()
@@ -227,11 +232,11 @@ class Ledger:
 
     def acquire_run(self, run_id: str) -> None:
         """Hold ``run_id`` for this process; RunLocked if another live process holds it."""
-        with self._db_lock:
+        with self._write_lock:
             leases.acquire(self._sync_engine, run_id)
 
     def release_run(self, run_id: str) -> None:
-        with self._db_lock:
+        with self._write_lock:
             leases.release(self._sync_engine, run_id)
 
     async def intend(self, row: dict[str, Any]) -> None:
@@ -242,7 +247,7 @@ class Ledger:
     def record_circuit(self, model: str, state: str, failures: int, why: str) -> None:
         """A model's circuit breaker changed state; kept (one row per model) for the dashboard and CLI."""
         try:
-            with self._db_lock:
+            with self._write_lock:
                 circuits.record(self._sync_engine, model, state, failures, why)
         except sa.exc.SQLAlchemyError as exc:  # a breaker must work even when this write does not
             log.warning("could not record the circuit of %s: %s", model, exc)
@@ -254,7 +259,7 @@ class Ledger:
     def settle_intents(self, run_id: str) -> list[CallRecord]:
         """Calls of ``run_id`` that were sent and never recorded (a crash): recorded now as interrupted."""
         self.flush()
-        with self._db_lock:
+        with self._write_lock:
             return leases.settle_intents(self._sync_engine, run_id, self._call_row)
 
     # ---- the writer thread ----
@@ -316,7 +321,7 @@ class Ledger:
                 self._fail(exc, f"could not write {_describe(record)}")
 
     def _transaction(self, records: list[_Item]) -> None:
-        with self._db_lock, self._engine.begin() as conn:
+        with self._write_lock, self._engine.begin() as conn:
             self._apply(conn, records)
 
     def _apply(self, conn: Connection, records: Iterable[_Item]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,6 +21,8 @@ from tierwise.providers.base import Completion, Embeddings, Request, StreamChunk
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 # The SDK gained DefaultAioHttpClient in 2025; older SDKs, or no aiohttp, keep the httpx pool.
 _HAS_AIOHTTP = hasattr(openai, "DefaultAioHttpClient") and importlib.util.find_spec("aiohttp") is not None
+# Raw bytes go in `content` where the SDK has it (newer SDKs warn on bytes in `body`, on every call).
+_BYTES_ARG = "content" if "content" in inspect.signature(openai.AsyncOpenAI.post).parameters else "body"
 
 
 class OpenAIProvider:
@@ -80,11 +83,13 @@ class OpenAIProvider:
         which is the floor of a proxy or a batch. The body is the API's JSON, parsed with orjson."""
         timeout = kw.pop("timeout", None)
         options = {"timeout": timeout} if timeout is not None else {}
+        # The SDK sends bytes as they are: orjson instead of its json.dumps.
+        body: dict[str, Any] = {_BYTES_ARG: orjson.dumps(kw)}
         resp = await self._client.post(
             "/chat/completions",
-            body=orjson.dumps(kw),  # the SDK sends bytes as they are: orjson instead of its json.dumps
             cast_to=httpx.Response,
             options=options,  # type: ignore[arg-type]
+            **body,
         )
         data = orjson.loads(resp.content)
         if not isinstance(data, dict):

@@ -19,7 +19,7 @@ from tierwise.core import Decision, Message, Task, Usage
 from tierwise.errors import BudgetExceeded, ProviderError
 from tierwise.ledger.records import new_id
 from tierwise.models.spec import ModelSpec
-from tierwise.models.tokens import count_messages, count_text, count_texts
+from tierwise.models.tokens import bound_messages, bound_texts, count_messages, count_text, count_texts
 from tierwise.providers.base import Completion, Embeddings, Request, StreamChunk
 from tierwise.providers.registry import Providers
 from tierwise.runtime.budget import Reservation
@@ -81,13 +81,21 @@ class Leg:
 def input_estimate(request: Request) -> int:
     """Input tokens to reserve: the messages, and the schema and tool definitions sent beside them."""
     n = count_messages(request.messages)
-    extra = []
-    if request.json_schema is not None:
-        extra.append(json.dumps(request.json_schema))
-    extra += [json.dumps(t.parameters) + t.name + t.description for t in request.tools]
+    extra = _definitions(request)
     if extra:
         n += sum(count_texts(extra))
     return math.ceil(n * _INPUT_MARGIN) + _INPUT_SLACK
+
+
+def input_bound(request: Request) -> int:
+    """Input tokens to reserve from byte lengths: never below what a byte-level tokenizer counts (so no
+    margin for tokenizers' differences is needed), with no vocabulary loaded and no text tokenized."""
+    return bound_messages(request.messages) + bound_texts(_definitions(request)) + _INPUT_SLACK
+
+
+def _definitions(request: Request) -> list[str]:
+    extra = [json.dumps(request.json_schema)] if request.json_schema is not None else []
+    return extra + [json.dumps(t.parameters) + t.name + t.description for t in request.tools]
 
 
 class Attempt:
@@ -105,9 +113,15 @@ class Attempt:
             raise
 
     def _reserve_call(self, leg: Leg, request: Request, n: int) -> Reservation:
+        # The byte bound first: it over-reserves the input (~4x for English), which only matters where
+        # the budget is nearly spent, and there the tokenizer's count decides.
+        out = request.max_output_tokens
+        bound = input_bound(request)
+        with contextlib.suppress(BudgetExceeded):
+            worst = leg.spec.worst_case_cost(bound, out)
+            return leg.scope.budget.reserve(worst, bound + out, what=f"call to {leg.spec.id}")
         est = input_estimate(request)
-        worst = leg.spec.worst_case_cost(est, request.max_output_tokens)
-        return self._reserve(leg, worst, est + request.max_output_tokens, n, "call to")
+        return self._reserve(leg, leg.spec.worst_case_cost(est, out), est + out, n, "call to")
 
     async def _send(
         self, leg: Leg, reservation: Reservation, n: int, send: Callable[[], Awaitable[T]]

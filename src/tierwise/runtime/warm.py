@@ -1,9 +1,10 @@
 """Warm-up: load what the first calls would otherwise load while they wait.
 
-Lazily, the first call loads the tokenizer (~0.5 s), the first routed call without a kind loads the static
-embedder and the kind classifier (~1 s cold, the fit cached on disk after that), the first unsure one loads
-e5 and embeds the kind descriptions: CPU on the event loop, so every other call waits too. The proxy warms
-all of it before it answers; a batch warms the tokenizer and the classifier, in two threads at once.
+Lazily, the first call without a kind loads the static embedder and the kind classifier (~0.6 s, the fit
+cached on disk), the first unsure one loads e5 and embeds the kind descriptions, and the first that needs an
+exact token count (a budget nearly spent, a stream without usage) loads the tokenizer (~0.5 s): CPU on the
+event loop, so every other call waits too. The proxy warms all of it before it answers; a batch warms the
+classifier only (its budget reserves on byte counts until a cap is near).
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ log = logging.getLogger("tierwise.runtime")
 _TEXT = "Summarize this support ticket in one line: my card was charged twice."
 
 
-async def warm_local(inferrer: KindInferrer | None, *, e5: bool = True) -> None:
-    """Load the tokenizer and the kind classifier (and e5 when ``e5``) in worker threads. A part that
-    fails to load is logged and skipped: the call that needs it meets the error itself."""
-    jobs = [asyncio.to_thread(_tokenizer)]
+async def warm_local(inferrer: KindInferrer | None, *, e5: bool = True, tokenizer: bool = True) -> None:
+    """Load the kind classifier (and e5 when ``e5``, the tokenizer when ``tokenizer``) in worker threads.
+    A part that fails to load is logged and skipped: the call that needs it meets the error itself."""
+    jobs = [asyncio.to_thread(_tokenizer)] if tokenizer else []
     if inferrer is not None:
         jobs.append(asyncio.to_thread(_kinds, inferrer, e5))
     await asyncio.gather(*jobs)

@@ -56,9 +56,9 @@ async def run_local(
         return None
 
     if scope.runtime is not None:
-        # The first calls would load the tokenizer and the kind classifier on the event loop, one after
-        # the other, while every call in flight waits: load both now, in two threads at once.
-        await warm_local(scope.runtime.inferrer, e5=False)
+        # The first calls would load the kind classifier on the event loop while every call in flight
+        # waits: load it now. (The tokenizer is left: reservations count bytes until a cap is near.)
+        await warm_local(scope.runtime.inferrer, e5=False, tokenizer=False)
     stopped: list[BudgetExceeded] = []
     sem = asyncio.Semaphore(concurrency)
     pending: set[asyncio.Task[None]] = set()
