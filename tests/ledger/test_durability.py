@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -221,3 +222,56 @@ def test_flush_behind_several_batches_does_not_wait_out_the_interval(sqlite_url:
     )
     subprocess.run([sys.executable, "-c", script, sqlite_url], check=True, timeout=60)
     assert count_calls(sqlite_url, "multi") == 35
+
+
+def _intent(i: int) -> dict[str, Any]:
+    return {
+        "id": f"intent-{i}", "run_id": "held", "step_id": None, "operation": "chat", "task_kind": "classify",
+        "tier": "nano", "model": "m", "provider": "p", "reason": "r", "reserved_usd": 0.001,
+        "notional": False,
+    }  # fmt: skip
+
+
+def _intent_ids(url: str) -> set[str]:
+    engine = create_engine(normalize_url(url))
+    try:
+        with engine.connect() as conn:
+            return {r[0] for r in conn.execute(sa.text("SELECT id FROM intents"))}
+    finally:
+        engine.dispose()
+
+
+async def test_intents_of_one_turn_commit_together_before_their_callers_go_on(sqlite_url: str) -> None:
+    ledger = Ledger(sqlite_url)
+    try:
+        await asyncio.gather(*(ledger.intend(_intent(i)) for i in range(50)))
+        # Committed when the callers go on: another engine sees every one.
+        assert _intent_ids(sqlite_url) == {f"intent-{i}" for i in range(50)}
+    finally:
+        await ledger.aclose()
+
+
+async def test_an_intent_waits_off_the_loop_while_another_process_holds_the_database(
+    sqlite_url: str,
+) -> None:
+    ledger = Ledger(sqlite_url)
+    other = sqlite3.connect(sa.make_url(sqlite_url).database or "", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # the write lock, as another process's transaction holds it
+        pending = asyncio.create_task(ledger.intend(_intent(1)))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for _ in range(20):
+            await asyncio.sleep(0.005)
+        # The loop went on (no 30 s busy wait on it), and the caller is still waiting: nothing is sent
+        # before its intent is written.
+        assert loop.time() - started < 1.0
+        assert not pending.done()
+        other.execute("COMMIT")
+        await asyncio.wait_for(pending, 10)
+        assert _intent_ids(sqlite_url) == {"intent-1"}
+        await ledger.intend(_intent(2))  # and the next turn writes inline again
+        assert _intent_ids(sqlite_url) == {"intent-1", "intent-2"}
+    finally:
+        other.close()
+        await ledger.aclose()

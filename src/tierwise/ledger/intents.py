@@ -34,7 +34,7 @@ _MAX_GROUP = 512
 class IntentWriter:
     """Queue intents from any thread or loop; ``await write(row)`` returns once the row is committed.
 
-    ``lock`` serialises this process's writes to the database; ``inline`` (SQLite only, where ``lock``
+    ``lock`` serialises this process's writes to the database; ``inline`` (a SQLite file, where ``lock``
     is a ``threading.Lock``) lets a loop write its own intents when nothing else is writing.
     """
 
@@ -47,6 +47,7 @@ class IntentWriter:
         self._start = threading.Lock()
         # Per loop, the intents queued in its current turn (a loop only touches its own entry).
         self._turn: dict[asyncio.AbstractEventLoop, list[tuple[dict[str, Any], asyncio.Future[None]]]] = {}
+        self._raw: Any = None  # the inline writes' own connection, which never waits on a lock
 
     def _ensure(self) -> None:
         if self._thread is None:
@@ -72,9 +73,11 @@ class IntentWriter:
         group = self._turn.pop(loop)
         if self._lock.acquire(blocking=False):
             try:
-                written = leases.try_write_intents(self._engine, [row for row, _ in group])
+                raw = self._raw or self._connect()
+                written = leases.try_write_intents(self._engine, raw, [row for row, _ in group])
             except Exception:  # a failing database: the thread retries, waits out an outage, reports
                 written = False
+                self._disconnect()
             finally:
                 self._lock.release()
             if written:
@@ -82,6 +85,21 @@ class IntentWriter:
                     _resolve(fut, None)
                 return
         self._to_thread(loop, group)
+
+    def _connect(self) -> Any:
+        raw = self._engine.raw_connection()
+        # Another process holding the file's write lock sends the group to the thread, which waits.
+        cursor = raw.cursor()
+        cursor.execute("PRAGMA busy_timeout=0")
+        cursor.close()
+        self._raw = raw
+        return raw
+
+    def _disconnect(self) -> None:
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            with contextlib.suppress(Exception):
+                raw.invalidate()  # not back to the pool: it does not wait on locks as the pool's do
 
     def _to_thread(
         self, loop: asyncio.AbstractEventLoop, group: list[tuple[dict[str, Any], asyncio.Future[None]]]
@@ -120,6 +138,8 @@ class IntentWriter:
                 return
 
     def close(self) -> None:
+        with self._lock:
+            self._disconnect()
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()

@@ -12,7 +12,6 @@ database before the next thing happens.
 
 from __future__ import annotations
 
-import functools
 import os
 import socket
 import sqlite3
@@ -27,6 +26,7 @@ from sqlalchemy.engine import Engine
 
 from tierwise.errors import LedgerError
 from tierwise.ledger import schema
+from tierwise.ledger.dbapi import SqliteInsert, executemany
 from tierwise.ledger.records import CallRecord, utcnow
 from tierwise.ledger.redact import redact
 
@@ -159,11 +159,12 @@ def write_intents(engine: Engine, rows: list[dict[str, Any]], *, outage_s: float
             delay = min(delay * 2, 2.0)
 
 
-def try_write_intents(engine: Engine, rows: list[dict[str, Any]]) -> bool:
-    """Insert intents in one SQLite transaction now, or return False at once if another process holds
-    the write lock (the caller then queues them for a writer that waits): never blocks the caller."""
+def try_write_intents(engine: Engine, raw: Any, rows: list[dict[str, Any]]) -> bool:
+    """Insert intents in one SQLite transaction on ``raw`` (a DBAPI connection of ``engine`` that does
+    not wait on locks: ``busy_timeout`` 0), or return False at once if another process holds the write
+    lock; the caller then queues them for a writer that waits. Never blocks the caller."""
     try:
-        _insert_sqlite(engine, _clean(rows), busy_ms=0)
+        executemany(raw, _INTENTS, _INTENTS.values(engine.dialect, _clean(rows)))
     except sqlite3.OperationalError as exc:
         if "locked" in str(exc) or "busy" in str(exc):
             return False
@@ -176,49 +177,17 @@ def _clean(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**row, "reason": redact(str(row.get("reason", ""))), "created_at": now} for row in rows]
 
 
-_INTENT_COLUMNS = tuple(c.name for c in schema.intents.columns)
-_INTENT_SQL = (
-    f"INSERT INTO intents ({', '.join(_INTENT_COLUMNS)}) VALUES ({', '.join('?' * len(_INTENT_COLUMNS))})"
-)
+_INTENTS = SqliteInsert(schema.intents)
 
 
-def _insert_sqlite(engine: Engine, rows: list[dict[str, Any]], *, busy_ms: int | None = None) -> None:
-    """The intents' INSERT straight through sqlite3's executemany, the columns' own bind processors
-    applied (what SQLAlchemy would store). Under a batch the intents of the calls in flight commit in
-    groups of one or two, and SQLAlchemy's per-transaction work was most of the writer's CPU per call
-    (0.26 of 0.3 ms), taken from the event loop by the GIL."""
-    procs = _bind_processors(engine.dialect)
-    values = [
-        tuple(
-            p(row.get(c)) if p is not None else row.get(c)
-            for c, p in zip(_INTENT_COLUMNS, procs, strict=True)
-        )
-        for row in rows
-    ]
+def _insert_sqlite(engine: Engine, rows: list[dict[str, Any]]) -> None:
+    """The intents' INSERT through the DBAPI (``ledger/dbapi.py``), on a pooled connection."""
+    values = _INTENTS.values(engine.dialect, rows)
     raw = engine.raw_connection()
     try:
-        cursor = raw.cursor()
-        try:
-            if busy_ms is not None:
-                cursor.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
-            try:
-                cursor.executemany(_INTENT_SQL, values)
-            finally:
-                if busy_ms is not None:  # the pooled connection goes back with the engine's own timeout
-                    cursor.execute(f"PRAGMA busy_timeout={int(schema.SQLITE_BUSY_TIMEOUT_S * 1000)}")
-        finally:
-            cursor.close()
-        raw.commit()
-    except BaseException:
-        raw.rollback()
-        raise
+        executemany(raw, _INTENTS, values)
     finally:
         raw.close()  # back to the pool
-
-
-@functools.cache  # per dialect object (one per engine), held, so an id can never be reused
-def _bind_processors(dialect: sa.Dialect) -> list[Any]:
-    return [schema.intents.c[c].type.bind_processor(dialect) for c in _INTENT_COLUMNS]
 
 
 def clear_intents(conn: sa.Connection, ids: list[str]) -> None:

@@ -27,6 +27,7 @@ from sqlalchemy.engine import URL, Connection
 
 from tierwise.errors import InputError, LedgerError
 from tierwise.ledger import circuits, leases, queries, schema
+from tierwise.ledger.dbapi import SqliteInsert
 from tierwise.ledger.intents import IntentWriter
 from tierwise.ledger.queries import SpendKey
 from tierwise.ledger.records import CallRecord, RunRecord, StepRecord, utcnow
@@ -43,6 +44,7 @@ _BATCH_ATTEMPTS = 6
 
 _RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunRecord))
 _CALL_FIELDS = tuple(f.name for f in dataclasses.fields(CallRecord))
+_CALLS = SqliteInsert(schema.calls, _CALL_FIELDS)
 _STEP_FIELDS = tuple(f.name for f in dataclasses.fields(StepRecord))
 
 
@@ -85,7 +87,7 @@ class Ledger:
             self._engine.dispose()
             raise schema.open_error(self.url, exc) from exc
         # An in-memory SQLite database is one connection shared by every thread: take turns.
-        is_sqlite = self.url.get_backend_name() == "sqlite"
+        is_sqlite = self._sqlite = self.url.get_backend_name() == "sqlite"
         in_memory = is_sqlite and schema.sqlite_path(self.url) is None
         # Leases and write-ahead intents are written synchronously on every call: on a SQLite file they
         # get their own engine with synchronous=NORMAL (durable across a crash, ~40x cheaper than FULL).
@@ -108,7 +110,7 @@ class Ledger:
             self._db_lock if in_memory else threading.Lock() if is_sqlite else contextlib.nullcontext()
         )
         self._upsert_run = self._upsert_statement()
-        self._intents = IntentWriter(self._sync_engine, self._write_lock, inline=is_sqlite)
+        self._intents = IntentWriter(self._sync_engine, self._write_lock, inline=is_sqlite and not in_memory)
         self._queue: SimpleQueue[_Item] = SimpleQueue()
         self._error: LedgerError | None = None
         self._error_lock = threading.Lock()
@@ -321,10 +323,18 @@ class Ledger:
                 self._fail(exc, f"could not write {_describe(record)}")
 
     def _transaction(self, records: list[_Item]) -> None:
+        # Rows are built (and redacted) before the write lock is taken: under a batch the lock is what
+        # the calls' intents wait for, so it covers the statements only.
+        ops, call_rows, step_rows = self._rows(records)
+        # SQLite: the call rows' values bound here too, for the DBAPI's executemany (ledger/dbapi.py).
+        values = _CALLS.values(self._engine.dialect, call_rows) if self._sqlite and call_rows else None
         with self._write_lock, self._engine.begin() as conn:
-            self._apply(conn, records)
+            self._apply(conn, ops, call_rows, step_rows, values)
 
-    def _apply(self, conn: Connection, records: Iterable[_Item]) -> None:
+    def _rows(
+        self, records: Iterable[_Item]
+    ) -> tuple[list[_Item], list[dict[str, Any]], list[dict[str, Any]]]:
+        ops: list[_Item] = []
         call_rows: list[dict[str, Any]] = []
         step_rows: list[dict[str, Any]] = []
         for op, payload in records:
@@ -332,9 +342,24 @@ class Ledger:
                 call_rows.append(self._call_row(payload))
             elif op == _STEP:
                 step_rows.append(_step_row(payload))
-            elif op == _RUN:  # runs are rare and order-sensitive (start, finish, resume): one by one
-                conn.execute(self._upsert_run, _run_row(payload))
+            elif op == _RUN:
+                ops.append((op, _run_row(payload)))
             elif op == _FINISH:
+                ops.append((op, payload))
+        return ops, call_rows, step_rows
+
+    def _apply(
+        self,
+        conn: Connection,
+        ops: list[_Item],
+        call_rows: list[dict[str, Any]],
+        step_rows: list[dict[str, Any]],
+        call_values: list[tuple[Any, ...]] | None = None,
+    ) -> None:
+        for op, payload in ops:  # runs are rare and order-sensitive (start, finish, resume): one by one
+            if op == _RUN:
+                conn.execute(self._upsert_run, payload)
+            else:
                 run_id, status, error, ended_at = payload
                 result = conn.execute(
                     schema.runs.update()
@@ -344,7 +369,10 @@ class Ledger:
                 if result.rowcount == 0:
                     raise LedgerError(f"finish_run({run_id!r}): no such run; call start_run first")
         if call_rows:
-            conn.execute(schema.calls.insert(), call_rows)
+            if call_values is not None:
+                conn.exec_driver_sql(_CALLS.sql, call_values)
+            else:
+                conn.execute(schema.calls.insert(), call_rows)
             # The call is recorded: its write-ahead intent goes in the same transaction.
             done = [r["metadata"].get("intent_id") for r in call_rows if r["metadata"]]
             leases.clear_intents(conn, [i for i in done if i])
