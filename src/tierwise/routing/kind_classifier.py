@@ -112,9 +112,17 @@ class KindClassifier:
         return softmax(self.logits(texts) * self.temperature)
 
     def predict(self, text: str) -> Prediction:
-        p = self.proba([text])[0]
-        top2 = np.argsort(-p)[:2]
-        return Prediction(self.kinds[int(top2[0])], float(p[top2[0]]), float(p[top2[0]] - p[top2[1]]))
+        return self.predict_many([text])[0]
+
+    def predict_many(self, texts: Sequence[str]) -> list[Prediction]:
+        """``predict`` for many texts at once: one embedding call and one matrix product for all."""
+        out = []
+        for p in self.proba(texts):
+            top2 = np.argsort(-p)[:2]
+            out.append(
+                Prediction(self.kinds[int(top2[0])], float(p[top2[0]]), float(p[top2[0]] - p[top2[1]]))
+            )
+        return out
 
     def _tfidf(self, text: str) -> tuple[list[int], list[float]]:
         """The text's TF-IDF entries (columns in the vocabulary, sublinear tf), not yet normalized."""

@@ -8,7 +8,7 @@ hands the router a metered ``call`` for routers that need a model.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 
 from tierwise.core import Decision, Task, TaskKind, Tier, layer_of
@@ -18,7 +18,7 @@ from tierwise.models.spec import ModelSpec
 from tierwise.providers.base import Completion, Embeddings
 from tierwise.providers.registry import Providers
 from tierwise.routing.base import Router
-from tierwise.routing.kinds import KindInferrer
+from tierwise.routing.kinds import KindGuess, KindInferrer
 from tierwise.runtime.attempt import Attempt, Leg, LiveStream
 from tierwise.runtime.breaker import Breakers
 from tierwise.runtime.escalate import Escalate, Outcome
@@ -106,14 +106,24 @@ class Runtime:
         if guess is None:
             emb = await self.embed([task.text], scope, kind=TaskKind.PREPROCESS, reason="kind inference")
             guess = self.inferrer.from_vector(emb.vectors[0], task.text)
-        ambiguity = task.ambiguity if task.ambiguity is not None else guess.ambiguity
-        meta = {
-            **task.metadata,
-            "kind_inferred": True,
-            "kind_similarity": round(guess.score, 4),
-            "kind_via": guess.describe(),
-        }
-        return replace(task, kind=guess.kind, ambiguity=ambiguity, metadata=meta)
+        return _with_guess(task, guess)
+
+    def infer_kinds(self, tasks: Sequence[Task]) -> list[Task]:
+        """The static classifier over many tasks at once (a batch's block): each task whose kind it
+        settles comes back with it, as ``call`` would have inferred it one at a time; the others (and
+        tasks with a kind or a pinned model) come back as they were, for ``call`` to infer."""
+        todo = [i for i, t in enumerate(tasks) if t.kind is None and t.model is None]
+        out = list(tasks)
+        if self.inferrer is None or not todo:
+            return out
+        # Like _with_kind: a task with a pinned tier takes the static guess even when it is unsure.
+        for settle in (True, False):
+            idx = [i for i in todo if (tasks[i].tier is not None) is settle]
+            guesses = self.inferrer.classify_many([tasks[i].text for i in idx], settle=settle)
+            for i, guess in zip(idx, guesses, strict=True):
+                if guess is not None:
+                    out[i] = _with_guess(tasks[i], guess)
+        return out
 
     def _routing_call(self, scope: Scope, parent: Task, counter: list[int]):
         """The ``call`` a router (or a cascade's validator) is handed: pinned, metered, budgeted, recorded
@@ -367,6 +377,17 @@ class Stream:
             live.completion, live.completion.text, leg, live.completion.usage, live.cost, self._n, self._notes
         )
         self.result = rt._result(out, self._scope)
+
+
+def _with_guess(task: Task, guess: KindGuess) -> Task:
+    ambiguity = task.ambiguity if task.ambiguity is not None else guess.ambiguity
+    meta = {
+        **task.metadata,
+        "kind_inferred": True,
+        "kind_similarity": round(guess.score, 4),
+        "kind_via": guess.describe(),
+    }
+    return replace(task, kind=guess.kind, ambiguity=ambiguity, metadata=meta)
 
 
 def _check_text(task: Task) -> None:

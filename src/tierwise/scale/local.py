@@ -12,12 +12,17 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any
 
+from tierwise.core import Task
 from tierwise.errors import BudgetExceeded
 from tierwise.runtime.scope import Scope
 from tierwise.runtime.warm import warm_local
 from tierwise.scale.inputs import Item
 from tierwise.scale.tasks import TaskSpec
-from tierwise.scale.work import BlockWork, item_row
+from tierwise.scale.work import BlockWork, item_row, item_tasks
+
+# Items whose tasks are built, and kinds inferred, together: one classifier pass per block (~4 ms on the
+# loop for 64) instead of one per call, at a third of the CPU per item.
+_TASK_BLOCK = 64
 
 Emit = Callable[[list[tuple[int, dict[str, Any]]]], None]
 Slot = Callable[[int], Awaitable[None]]
@@ -63,9 +68,9 @@ async def run_local(
     sem = asyncio.Semaphore(concurrency)
     pending: set[asyncio.Task[None]] = set()
 
-    async def one(seq: int, item: Item) -> None:
+    async def one(seq: int, item: Item, task: Task | None) -> None:
         try:
-            r = await item_row(scope, spec, item)
+            r = await item_row(scope, spec, item, task)
         except BudgetExceeded as exc:
             stopped.append(exc)
             return
@@ -74,15 +79,19 @@ async def run_local(
         emit([(seq, r)])
 
     try:
-        for seq, item in items:
-            await slot(seq)
-            await sem.acquire()
+        for block in blocks(items, _TASK_BLOCK):
+            tasks = item_tasks(scope, spec, [it for _, it in block])
+            for (seq, item), task in zip(block, tasks, strict=True):
+                await slot(seq)
+                await sem.acquire()
+                if stopped:
+                    sem.release()
+                    break
+                t = asyncio.create_task(one(seq, item, task))
+                pending.add(t)
+                t.add_done_callback(pending.discard)
             if stopped:
-                sem.release()
                 break
-            t = asyncio.create_task(one(seq, item))
-            pending.add(t)
-            t.add_done_callback(pending.discard)
         if pending:
             await asyncio.gather(*pending)
     finally:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from tierwise.core import TaskKind
+from tierwise.core import Task, TaskKind
 from tierwise.errors import BudgetExceeded, TierwiseError
 from tierwise.runtime.scope import Scope
 from tierwise.scale.inputs import Item
@@ -41,11 +41,29 @@ def error_row(item_id: str, error: str) -> dict[str, Any]:
     return row(item_id, None, tier=None, model=None, cost_usd=None, reason="", error=error[:500])
 
 
-async def item_row(scope: Scope, spec: TaskSpec, item: Item) -> dict[str, Any]:
+def item_tasks(scope: Scope, spec: TaskSpec, items: Sequence[Item]) -> list[Task | None]:
+    """The one-path tasks of a block of items, their kinds inferred together where the static classifier
+    settles them (``Runtime.infer_kinds``); None for an item whose task cannot be built (``item_row``
+    then reports why)."""
+    tasks: list[Task | None] = []
+    for it in items:
+        try:
+            tasks.append(spec.task_for(it))
+        except TierwiseError:
+            tasks.append(None)
+    runtime = scope.runtime
+    built = [t for t in tasks if t is not None]
+    if runtime is None or not built:
+        return tasks
+    inferred = iter(runtime.infer_kinds(built))
+    return [next(inferred) if t is not None else None for t in tasks]
+
+
+async def item_row(scope: Scope, spec: TaskSpec, item: Item, task: Task | None = None) -> dict[str, Any]:
     """One call; a failure after the runtime's retries, fallback and escalation is the item's ``error``.
     A budget refusal is raised: the batch stops there, and the item is left for a resume."""
     try:
-        r = await scope.call(spec.task_for(item))
+        r = await scope.call(task if task is not None else spec.task_for(item))
     except BudgetExceeded:
         raise
     except TierwiseError as exc:
