@@ -373,6 +373,7 @@ class Session:
         schema: dict[str, Any] | None = None,
         prompt: str | None = None,
         tier: str | None = None,
+        kind: str | None = None,
         field: str = "text",
         budget_usd: float | None = None,
         concurrency: int = 50,
@@ -390,6 +391,7 @@ class Session:
             schema=check_schema(schema) if schema is not None else None,
             prompt=prompt,
             tier=tier,
+            kind=kind,
             zero_shot=self.zero_shot(),  # type: ignore[arg-type]
             classifier=await self.classifier(examples) if examples is not None else None,
         )

@@ -83,6 +83,8 @@ def test_ask_rows_ordered_and_bad_rows(tmp_path: Path, chaos_toml: Path, chaos_s
         (lambda p: p.write_text("text,other\n"), ("--labels", "a,b"), "has no rows"),
         (lambda p: p.write_text('{"text": "x"}\n'), ("--task", "classify"), "needs labels"),
         (lambda p: p.write_text('{"text": "x"}\n'), ("--labels", "a"), "at least 2"),
+        (lambda p: p.write_text('{"text": "x"}\n'), ("--kind", "summary"), "unknown task kind 'summary'"),
+        (lambda p: p.write_text('{"text": "x"}\n'), ("--labels", "a,b", "--kind", "rank"), "drop --kind"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path: Path, chaos_toml: Path, setup, extra, says) -> None:
@@ -177,3 +179,17 @@ async def test_python_api(chaos_toml: Path) -> None:
             r async for r in s.batch(["a", {"id": "b", "text": "bee"}], task="ask", tier="nano", ordered=True)
         ]
     assert [(r["id"], r["result"]) for r in rows] == [("0", "echo: a"), ("b", "echo: bee")]
+
+
+async def test_ask_items_inferred_a_block_at_a_time_or_of_the_stated_kind(chaos_toml: Path) -> None:
+    texts = ["Fix the failing unit test in the parser", "Classify this ticket: my card was stolen"]
+    async with Session(chaos_toml) as s:
+        inferred = [r async for r in s.batch(texts, task="ask", tier="nano", ordered=True)]
+        stated = [r async for r in s.batch(texts, task="ask", kind="synthesis", ordered=True)]
+        assert s.ledger is not None
+        calls = [c for c in s.ledger.calls(limit=10) if c.operation == "chat"]
+    assert all("inferred from the text (static classifier" in r["reason"] for r in inferred)
+    # A stated kind is routed on (synthesis at normal stakes: mini), and nothing is inferred.
+    assert all(r["tier"] == "mini" and "inferred" not in r["reason"] for r in stated)
+    kinds = Counter(c.task_kind for c in calls)
+    assert kinds["synthesis"] == 2 and sum(kinds.values()) == 4

@@ -108,6 +108,10 @@ def register(app: typer.Typer) -> None:
         tier: Annotated[
             str | None, typer.Option(help="pin a tier for every item: large, mini or nano")
         ] = None,
+        kind: Annotated[
+            str | None,
+            typer.Option(help="ask: the kind of every item's work, e.g. synthesis (default: per item)"),
+        ] = None,
         executor: Annotated[
             str, typer.Option(help="local, or ray (a local Ray without --ray-address)")
         ] = "local",
@@ -169,6 +173,7 @@ def register(app: typer.Typer) -> None:
                     schema=json_schema,
                     prompt=prompt,
                     tier=tier,
+                    kind=kind,
                     zero_shot=s.zero_shot(),  # type: ignore[arg-type]
                     classifier=classifier,
                 )

@@ -146,6 +146,7 @@ async def run_file(
             "tier": spec.tier,
             "field": opts.field,
             "zero_shot": spec.zero_shot if spec.task == "classify" else None,
+            **({"kind": spec.kind} if spec.kind else {}),  # only when set: older batches keep their key
             **(key_extra or {}),
         }
     )

@@ -60,7 +60,7 @@ async def run_local(
             emit([(seq, r) for (seq, _), r in zip(block, rows, strict=True)])
         return None
 
-    if scope.runtime is not None:
+    if scope.runtime is not None and spec.infers_kind:
         # The first calls would load the kind classifier on the event loop while every call in flight
         # waits: load it now. (The tokenizer is left: reservations count bytes until a cap is near.)
         await warm_local(scope.runtime.inferrer, e5=False, tokenizer=False)

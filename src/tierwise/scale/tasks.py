@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from tierwise.core import Task, TaskKind, parse_tier
+from tierwise.core import Task, TaskKind, parse_kind, parse_tier
 from tierwise.errors import InputError
 from tierwise.runtime.result import Result
 from tierwise.scale.inputs import Item
@@ -39,6 +39,7 @@ class TaskSpec:
     schema: dict[str, Any] | None = None
     prompt: str | None = None  # a template over the row's fields ({text} is the item's text); rank's query
     tier: str | None = None
+    kind: str | None = None  # ask: the kind of every item's work (None: inferred per item from its text)
     zero_shot: ZeroShot = "llm"  # classify with --labels only: e5 similarity or the model under a grammar
     embed_model: str | None = None  # None: the runtime's embedding model
     classifier: Classifier | None = field(default=None, compare=False)  # --examples, fitted by the caller
@@ -54,8 +55,19 @@ class TaskSpec:
             raise InputError("rank needs the query to rank items against: pass --prompt 'QUERY'")
         if self.tier is not None:
             parse_tier(self.tier)
+        if self.kind is not None:
+            parse_kind(self.kind)
+            if self.task != "ask":
+                raise InputError(
+                    f"--kind applies to --task ask; {self.task} items have their kind already: drop --kind"
+                )
         if self.prompt and self.task != "rank":
             _check_template(self.prompt)
+
+    @property
+    def infers_kind(self) -> bool:
+        """Each item's kind is inferred from its text (an ask without ``kind``)."""
+        return self.task == "ask" and self.kind is None
 
     @property
     def per_block(self) -> bool:
@@ -83,7 +95,7 @@ class TaskSpec:
                 json_schema=self.schema,
                 tier=tier,
             )
-        return Task(input=text, tier=tier)
+        return Task(input=text, tier=tier, kind=parse_kind(self.kind) if self.kind else None)
 
     def parse(self, result: Result) -> Any:
         """The row's ``result`` from a per-item call."""
