@@ -329,7 +329,9 @@ def _check_routing(config: Config) -> None:
 def _describe(exc: ValidationError, source: str) -> str:
     err = exc.errors()[0]
     loc = [str(p) for p in err["loc"]]
-    key = ".".join(loc) or "?"
+    # A key is the user's text: one with a newline or a control character is quoted, so the error stays
+    # one line.
+    key = ".".join(p if p.isprintable() else repr(p) for p in loc) or "?"
     section = _section_model(loc)
     allowed = ""
     if err["type"] == "extra_forbidden" and section is not None:

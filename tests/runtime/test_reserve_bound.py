@@ -1,4 +1,5 @@
-"""Reservations on byte counts: never below the tokenizer's count, and the exact count decides near a cap."""
+"""Reservations: on byte counts where no cap limits spend (never below the tokenizer's count), on the
+tokenizer's count under a money or token cap, so as many calls fit under it as before."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from tierwise import BudgetExceeded, Session
 from tierwise.core import Message, Task, TaskKind, Tier
 from tierwise.models.tokens import bound_messages, bound_texts, count_messages, count_texts
 from tierwise.providers.base import Request
+from tierwise.runtime import Budget, Caps
 from tierwise.runtime.attempt import input_bound, input_estimate
 from tierwise.testing import ChaosServer
 
@@ -50,10 +52,20 @@ async def _worst_cases(s: Session) -> tuple[float, float]:
     return bound, exact
 
 
-async def test_near_the_cap_the_exact_count_decides(chaos_toml: Path, chaos_server: ChaosServer) -> None:
+def test_which_budgets_cap_spend() -> None:
+    process = Budget(Caps(usd=5.0), name="process")
+    assert process.child().caps_spend and Budget(Caps(tokens=10)).caps_spend
+    free = Budget()
+    assert not free.child().caps_spend and not Budget(Caps(calls=3)).caps_spend
+    assert free.view(Caps(usd=1.0)).child().caps_spend  # a per-process cap over the totals
+
+
+async def test_under_a_cap_the_tokenizer_count_is_reserved(
+    chaos_toml: Path, chaos_server: ChaosServer
+) -> None:
     async with Session(chaos_toml) as s:
         bound, exact = await _worst_cases(s)
-        # Room for the exact worst case, not for the byte bound's: the call is sent.
+        # Room for the tokenizer's worst case, not for the byte bound's: the call is sent.
         async with s.run("fits", budget_usd=(bound + exact) / 2) as scope:
             r = await s.call(PROMPT, kind="classify", run=scope)
         assert r.tier == Tier.NANO

@@ -100,6 +100,12 @@ class Budget:
         return tuple(chain)
 
     @property
+    def caps_spend(self) -> bool:
+        """A money or token cap applies to calls under this budget (its own or one above): reservations
+        must then be as tight as the tokenizer can make them, or fewer calls would fit under it."""
+        return any(b.caps.usd is not None or b.caps.tokens is not None for b in self._lineage())
+
+    @property
     def remaining_usd(self) -> float | None:
         if self.caps.usd is None:
             return None

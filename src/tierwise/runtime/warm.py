@@ -2,9 +2,9 @@
 
 Lazily, the first call without a kind loads the static embedder and the kind classifier (~0.6 s, the fit
 cached on disk), the first unsure one loads e5 and embeds the kind descriptions, and the first that needs an
-exact token count (a budget nearly spent, a stream without usage) loads the tokenizer (~0.5 s): CPU on the
-event loop, so every other call waits too. The proxy warms all of it before it answers; a batch warms the
-classifier only (its budget reserves on byte counts until a cap is near).
+exact token count (a call under a money or token cap, a stream without usage) loads the tokenizer (~0.5 s):
+CPU on the event loop, so every other call waits too. The proxy warms all of it before it answers; a batch
+warms the classifier when its items' kinds are inferred, and the tokenizer when its budget caps spend.
 """
 
 from __future__ import annotations

@@ -60,10 +60,11 @@ async def run_local(
             emit([(seq, r) for (seq, _), r in zip(block, rows, strict=True)])
         return None
 
-    if scope.runtime is not None and spec.infers_kind:
-        # The first calls would load the kind classifier on the event loop while every call in flight
-        # waits: load it now. (The tokenizer is left: reservations count bytes until a cap is near.)
-        await warm_local(scope.runtime.inferrer, e5=False, tokenizer=False)
+    if scope.runtime is not None:
+        # The first calls would load the kind classifier and the tokenizer on the event loop while every
+        # call in flight waits: load what this batch will use now, in threads.
+        inferrer = scope.runtime.inferrer if spec.infers_kind else None
+        await warm_local(inferrer, e5=False, tokenizer=scope.budget.caps_spend)
     stopped: list[BudgetExceeded] = []
     sem = asyncio.Semaphore(concurrency)
     pending: set[asyncio.Task[None]] = set()
