@@ -2,6 +2,8 @@
 
 One run, one upstream (the chaos server in its own process, no added latency, so the overhead shows):
   - direct: the openai SDK against the upstream;
+  - bare SDK forwarder: ``bench/bare_forwarder.py``, a Starlette app that passes requests on through the
+    SDK and does nothing else (the floor of any Python proxy on the SDK, measured here);
   - tierwise: the same client against ``tierwise serve`` (``model="tierwise/auto"``: kind inferred, routed,
     key checked, budget reserved and committed, the call recorded in the SQLite ledger);
   - litellm: the same client against LiteLLM's proxy (``litellm --config``; no database, so no spend log)
@@ -244,6 +246,14 @@ def main() -> None:
         # (name, base url, key, model, the pid whose CPU is the proxy's: none for direct)
         targets: list[tuple[str, str, str, str, int | None]] = [("direct", up, "bench", "nano-model", None)]
 
+        # The floor: what an SDK-based Python forwarder adds with no routing, key, budget or ledger.
+        fw_port = free_port()
+        fw_cmd = [sys.executable, "-m", "bench.bare_forwarder", up, str(fw_port)]
+        procs.append(start(fw_cmd, env, tmp / "forwarder.log"))
+        wait_up(f"http://127.0.0.1:{fw_port}/v1/models", procs[-1])
+        fw = ("bare SDK forwarder", f"http://127.0.0.1:{fw_port}/v1", "bench", "nano-model", procs[-1].pid)
+        targets.append(fw)
+
         toml = tmp / "tierwise.toml"
         toml.write_text(CONFIG.format(db=tmp / "ledger.db", url=up))
         tw = [sys.executable, "-m", "tierwise"]
@@ -331,7 +341,11 @@ def main() -> None:
                 )
         seq = levels[0]
         tw_add = results[("tierwise (auto)", seq)].pct(0.5) - results[("direct", seq)].pct(0.5)
-        summary = f"tierwise proxy adds {tw_add:.2f} ms p50 sequential (auto routing, key, budget, ledger)"
+        fw_add = results[("bare SDK forwarder", seq)].pct(0.5) - results[("direct", seq)].pct(0.5)
+        summary = (
+            f"tierwise proxy adds {tw_add:.2f} ms p50 sequential (auto routing, key, budget, ledger); "
+            f"a bare SDK forwarder adds {fw_add:.2f} ms, so tierwise's own part is {tw_add - fw_add:.2f} ms"
+        )
         if ("litellm proxy", seq) in results:
             ll_add = results[("litellm proxy", seq)].pct(0.5) - results[("direct", seq)].pct(0.5)
             below = all(
