@@ -59,7 +59,6 @@ class IntentWriter:
 
     async def write(self, row: dict[str, Any]) -> None:
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
         if self._inline:
             # At once, without suspending: any await costs the caller a turn of the loop, and under a
             # batch a turn is the processing of every response that just arrived (tens of ms at peaks).

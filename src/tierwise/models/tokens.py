@@ -49,9 +49,7 @@ def count_messages(messages: Sequence[Message]) -> int:
     """Input tokens of a chat request: contents plus a small per-message overhead."""
     if not messages:
         return 0
-    counts = _count([m.content for m in messages])
-    images = sum(len(m.images) for m in messages) * _PER_IMAGE
-    return sum(counts) + _PER_MESSAGE * len(messages) + 3 + images
+    return _framed(messages, sum(_count([m.content for m in messages])))
 
 
 def bound_texts(texts: Sequence[str]) -> int:
@@ -63,5 +61,10 @@ def bound_messages(messages: Sequence[Message]) -> int:
     """``count_messages`` with each content's token count replaced by its bound."""
     if not messages:
         return 0
+    return _framed(messages, bound_texts([m.content for m in messages]))
+
+
+def _framed(messages: Sequence[Message], content_tokens: int) -> int:
+    """The contents' tokens plus each message's framing and its images."""
     images = sum(len(m.images) for m in messages) * _PER_IMAGE
-    return bound_texts([m.content for m in messages]) + _PER_MESSAGE * len(messages) + 3 + images
+    return content_tokens + _PER_MESSAGE * len(messages) + 3 + images
