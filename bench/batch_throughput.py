@@ -121,11 +121,20 @@ async def zero_shot(root: Path, n_embed: int, n_llm: int) -> list[tuple]:
     return rows
 
 
-async def part_b(calls: int) -> tuple[float, float, float, float, float]:
-    """``calls`` requests at concurrency 50 to a loopback server answering in 200 ms (its own process, so
+ARMS = (  # (name, --kind, --workers)
+    ("kinds inferred", None, 1),
+    ("--kind stated", "preprocess", 1),
+    ("kinds inferred, --workers 2", None, 2),
+    ("--kind stated, --workers 2", "preprocess", 2),
+)
+
+
+async def part_b(calls: int, c: int = 50) -> tuple[float, float, float, dict[str, float]]:
+    """``calls`` requests at concurrency ``c`` (50) to a loopback server answering in 200 ms (its own process, so
     its CPU is not the client's): the ideal, the bare openai-SDK loop (default transport, then aiohttp) and
     ``tierwise batch --tier nano`` twice: each item's kind inferred (cold: loading the kind classifier is
-    timed), then with the kind stated (``--kind preprocess``: no classifier)."""
+    timed), then with the kind stated (``--kind preprocess``: no classifier); each in one process, then
+    with ``--workers 2`` (a worker process takes half of the calls; its start is timed)."""
     import openai
 
     port = free_port()
@@ -136,8 +145,8 @@ async def part_b(calls: int) -> tuple[float, float, float, float, float]:
     try:
         wait_up(f"{url}/models", upstream)
         with tempfile.TemporaryDirectory() as d:
-            ideal = calls / 50 * 0.2
-            sem = asyncio.Semaphore(50)
+            ideal = calls / c * 0.2
+            sem = asyncio.Semaphore(c)
 
             async def bare_loop(http: Any = None) -> float:
                 client = openai.AsyncOpenAI(base_url=url, api_key="x", max_retries=0, http_client=http)
@@ -164,18 +173,21 @@ async def part_b(calls: int) -> tuple[float, float, float, float, float]:
             inp.write_text(
                 "".join(json.dumps({"id": str(i), "text": f"item {i}"}) + "\n" for i in range(calls))
             )
-            took = []
-            for kind in (None, "preprocess"):
+            took: dict[str, float] = {}
+            for name, kind, workers in ARMS:
                 async with Session(toml) as s:
                     spec = TaskSpec("ask", tier="nano", kind=kind)
-                    out = Path(d) / f"out-{kind}.jsonl"
+                    out = Path(d) / f"out-{kind}-{workers}.jsonl"
                     t = time.perf_counter()
-                    await run_file(s, inp, out, BatchOptions(spec, concurrency=50))
-                    took.append(time.perf_counter() - t)
+                    rep = await run_file(s, inp, out, BatchOptions(spec, concurrency=c, workers=workers))
+                    took[name] = time.perf_counter() - t
+                    assert rep.done == calls and rep.failed == 0, rep
+                    if workers > 1:
+                        print(f"    ({name}: the worker process made {rep.by_workers} of {rep.done} calls)")
     finally:
         upstream.terminate()
         upstream.wait(timeout=10)
-    return ideal, bare, bare_aio, took[0], took[1]
+    return ideal, bare, bare_aio, took
 
 
 def main() -> None:
@@ -184,6 +196,8 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=10_000)
     ap.add_argument("--modes", default="static,hybrid,e5")
     ap.add_argument("--ray", action="store_true")
+    ap.add_argument("--skip-a", action="store_true")
+    ap.add_argument("--concurrency", type=int, default=50, help="(b): calls in flight")
     ap.add_argument("--skip-b", action="store_true")
     ap.add_argument("--zero-shot", type=int, default=0, help="also zero-shot --labels: N items (LLM: N/4)")
     args = ap.parse_args()
@@ -193,33 +207,36 @@ def main() -> None:
         print(f"{'zero-shot':10} {'items':>6} {'items/s':>8} {'accuracy':>9} {'errors':>7}")
         for how, n, rate, acc, failed in zs:
             print(f"{how:10} {n:>6} {rate:>8.1f} {acc:>9.3f} {failed:>7}")
-    with tempfile.TemporaryDirectory() as d:
-        root = Path(d)
-        rows = asyncio.run(part_a(root, min(10_000, args.items), args.modes.split(","), "local"))
-        if args.items > 10_000:
-            rows += asyncio.run(part_a(root, args.items, ["hybrid"], "local"))
-        if args.ray:
-            rows += asyncio.run(part_a(root, min(10_000, args.items), ["hybrid"], "ray"))
-    print(
-        f"{'mode':8} {'executor':8} {'items':>7} {'items/s':>9} {'accuracy':>9} {'to e5':>6} "
-        f"{'peak RSS MB':>12}"
-    )
-    for mode, ex, n, rate, acc, esc, rss in rows:
-        print(f"{mode:8} {ex:8} {n:>7} {rate:>9.0f} {acc:>9.3f} {esc:>6.1%} {rss:>12.0f}")
-    if not args.skip_b:
-        ideal, bare, bare_aio, inferred, stated = asyncio.run(part_b(args.calls))
+    rows: list[tuple] = []
+    if not args.skip_a:
+        with tempfile.TemporaryDirectory() as d:
+            root = Path(d)
+            rows = asyncio.run(part_a(root, min(10_000, args.items), args.modes.split(","), "local"))
+            if args.items > 10_000:
+                rows += asyncio.run(part_a(root, args.items, ["hybrid"], "local"))
+            if args.ray:
+                rows += asyncio.run(part_a(root, min(10_000, args.items), ["hybrid"], "ray"))
         print(
-            f"(b) {args.calls} calls @200 ms, c=50: ideal {ideal:.1f}s · "
+            f"{'mode':8} {'executor':8} {'items':>7} {'items/s':>9} {'accuracy':>9} {'to e5':>6} "
+            f"{'peak RSS MB':>12}"
+        )
+        for mode, ex, n, rate, acc, esc, rss in rows:
+            print(f"{mode:8} {ex:8} {n:>7} {rate:>9.0f} {acc:>9.3f} {esc:>6.1%} {rss:>12.0f}")
+    if not args.skip_b:
+        ideal, bare, bare_aio, took = asyncio.run(part_b(args.calls, args.concurrency))
+        print(
+            f"(b) {args.calls} calls @200 ms, c={args.concurrency}: ideal {ideal:.1f}s · "
             f"bare SDK {bare:.1f}s ({bare / ideal:.3f}x) · bare SDK on aiohttp {bare_aio:.1f}s "
             f"({bare_aio / ideal:.3f}x)"
         )
-        for name, ours in (("kinds inferred", inferred), ("--kind stated", stated)):
+        for name, ours in took.items():
             print(
                 f"    tierwise batch, {name}: {ours:.1f}s ({ours / ideal:.3f}x ideal, "
                 f"{ours / bare:.3f}x bare, {ours / bare_aio:.3f}x bare on aiohttp)"
             )
-    best = max(rows, key=lambda r: r[3])
-    print(f"summary: best {best[0]} {best[3]:.0f} items/s at accuracy {best[4]:.3f}")
+    if rows:
+        best = max(rows, key=lambda r: r[3])
+        print(f"summary: best {best[0]} {best[3]:.0f} items/s at accuracy {best[4]:.3f}")
 
 
 if __name__ == "__main__":

@@ -380,6 +380,7 @@ class Session:
         ordered: bool = False,
         executor: str = "local",
         ray_address: str | None = None,
+        workers: int = 1,
     ) -> AsyncIterator[dict[str, Any]]:
         """``async for row in session.batch(items, task="classify", labels=[...])``: one row per item
         (``id``, ``result``, ``tier``, ``model``, ``cost_usd``, ``reason``, ``error``), as they finish."""
@@ -397,7 +398,7 @@ class Session:
         )
         opts = BatchOptions(
             spec, field=field, concurrency=concurrency, ordered=ordered, budget_usd=budget_usd,
-            executor=executor, ray_address=ray_address,  # type: ignore[arg-type]
+            executor=executor, ray_address=ray_address, workers=workers,  # type: ignore[arg-type]
         )  # fmt: skip
         async for row in stream(self, items, opts):
             yield row

@@ -90,3 +90,28 @@ def test_concurrent_threads_never_pass_the_cap() -> None:
         t.join()
     assert sum(results) == 100
     assert b.spent_usd == pytest.approx(1.0)
+
+
+def test_headroom_is_the_tightest_money_cap_left() -> None:
+    process = Budget(Caps(usd=0.5), name="process")
+    run = process.child(Caps(usd=1.0))
+    assert run.headroom_usd() == pytest.approx(0.5)
+    run.reserve(0.2, 10)
+    assert run.headroom_usd() == pytest.approx(0.3)
+    assert Budget().headroom_usd() is None and Budget(Caps(calls=3)).headroom_usd() is None
+    assert Budget(Caps(calls=3)).caps_counts and not Budget(Caps(usd=1.0)).caps_counts
+
+
+def test_a_grant_is_drawn_as_a_worker_reports_and_released_when_it_is_done() -> None:
+    run = Budget(Caps(usd=1.0))
+    grant = run.reserve(0.4, 0, what="a batch worker's grant")
+    assert run.draw(grant, 0.1, 100, 3) is None
+    assert (run.spent_usd, run.spent_tokens, run.calls) == (pytest.approx(0.1), 100, 3)
+    assert run.reserved_usd == pytest.approx(0.3) and run.headroom_usd() == pytest.approx(0.6)
+    # A worker's provider billed past its grant: the money is counted and the budget is overrun.
+    over = run.draw(grant, 0.95, 10, 1)
+    assert over is not None and run.spent_usd == pytest.approx(1.05)
+    with pytest.raises(BudgetExceeded, match="overrun"):
+        run.reserve(0.001, 1)
+    run.release(grant)
+    assert run.reserved_usd == pytest.approx(0.0) and run.reserved_calls == 0

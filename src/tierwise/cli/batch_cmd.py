@@ -118,6 +118,10 @@ def register(app: typer.Typer) -> None:
         ray_address: Annotated[str | None, typer.Option(help="Ray cluster address HOST:PORT")] = None,
         budget: Annotated[float | None, typer.Option(help="cap for the whole batch, in USD")] = None,
         concurrency: Annotated[int, typer.Option(help="calls in flight at once")] = 50,
+        workers: Annotated[
+            int,
+            typer.Option(help="local: processes making the calls, this one included (one per core pays)"),
+        ] = 1,
         ordered: Annotated[bool, typer.Option("--ordered", help="write rows in input order")] = False,
         strict: Annotated[bool, typer.Option("--strict", help="stop at the first bad input row")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
@@ -131,6 +135,10 @@ def register(app: typer.Typer) -> None:
         budget = check_budget(budget)
         if concurrency < 1:
             raise fail(f"--concurrency must be at least 1, got {concurrency}")
+        if workers < 1:
+            raise fail(f"--workers must be at least 1, got {workers}")
+        if workers > 1 and executor != "local":
+            raise fail("--workers is for the local executor; Ray places its own workers: drop one")
         if executor not in ("local", "ray"):
             raise fail(f"--executor {executor!r}: use local or ray")
         if ray_address and executor != "ray":
@@ -180,6 +188,7 @@ def register(app: typer.Typer) -> None:
                 opts = BatchOptions(
                     spec, field=field, concurrency=concurrency, ordered=ordered, strict=strict,
                     budget_usd=budget, executor=executor, ray_address=ray_address,  # type: ignore[arg-type]
+                    workers=workers,
                 )  # fmt: skip
                 try:
                     return await run_file(
@@ -204,6 +213,7 @@ def register(app: typer.Typer) -> None:
             "recovered_from_ledger": report.recovered,
             "bad_rows": report.bad_rows,
             "stopped": report.stopped,
+            **({"by_workers": report.by_workers} if workers > 1 else {}),
         }
         if as_json:
             sys.stdout.write(json.dumps(data) + "\n")

@@ -106,6 +106,21 @@ class Budget:
         return any(b.caps.usd is not None or b.caps.tokens is not None for b in self._lineage())
 
     @property
+    def caps_counts(self) -> bool:
+        """A token or call cap applies to calls under this budget (its own or one above)."""
+        return any(b.caps.tokens is not None or b.caps.calls is not None for b in self._lineage())
+
+    def headroom_usd(self) -> float | None:
+        """What the tightest money cap above (and on) this budget has left; None when none applies."""
+        with _LOCK:
+            left = [
+                b.caps.usd - (b.counts or b).spent_usd - (b.counts or b).reserved_usd
+                for b in self._lineage()
+                if b.caps.usd is not None
+            ]
+        return max(min(left), 0.0) if left else None
+
+    @property
     def remaining_usd(self) -> float | None:
         if self.caps.usd is None:
             return None
@@ -192,6 +207,23 @@ class Budget:
                 b.overrun = Overrun(b.name, cap, counted.spent_usd)
                 first = first or b.overrun
         return first
+
+    def draw(self, reservation: Reservation, usd: float, tokens: int, calls: int) -> Overrun | None:
+        """Count calls made elsewhere under a grant (a reservation a worker process spends from): their
+        cost moves from the reservation to spent, as far as the grant holds; past it, as in ``commit``,
+        the money is spent anyway and the budgets passed are overrun. The grant stays open (``release``
+        gives back what is left)."""
+        with _LOCK:
+            take = min(usd, reservation.usd)
+            reservation.usd -= take
+            for b in reservation.budgets:
+                b.reserved_usd -= take
+                b.spent_usd += usd
+                b.spent_tokens += tokens
+                b.calls += calls
+            if usd <= take + 1e-12:
+                return None
+            return self._mark_overruns(reservation)
 
     def release(self, reservation: Reservation) -> None:
         """Give a reservation back unused (the request never reached the provider)."""

@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from tierwise.core import Tier
 from tierwise.errors import InputError, LedgerError
-from tierwise.runtime.scope import Scope
+from tierwise.runtime.scope import FanOut, Scope
 from tierwise.scale.inputs import BadRow, Item, check_input, read_items
 from tierwise.scale.local import run_local
 from tierwise.scale.outputs import RowWriter, check_output, journal_path
+from tierwise.scale.pool import WorkerPool, check_workers
 from tierwise.scale.resume import (
     ROWS_STEP,
     Marker,
@@ -51,14 +53,25 @@ class BatchOptions:
     executor: Literal["local", "ray"] = "local"
     ray_address: str | None = None
     ray_cpus: int | None = None  # local Ray only: how many CPUs it may use (None: all)
+    workers: int = 1  # local only: processes making the per-item calls, this one included
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise InputError(f"--concurrency must be at least 1, got {self.concurrency}")
         if self.executor not in ("local", "ray"):
             raise InputError(f"unknown executor {self.executor!r}: use local or ray")
+        if self.workers < 1:
+            raise InputError(f"--workers must be at least 1, got {self.workers}")
+        if self.workers > 1 and self.executor != "local":
+            raise InputError("--workers is for the local executor; Ray places its own workers: drop one")
         if self.budget_usd is not None and not self.budget_usd > 0:
             raise InputError(f"--budget must be greater than 0, got {self.budget_usd}")
+
+    def fan_out(self, processes: int = 1) -> FanOut:
+        """The run's fan-out is the batch's own bound, ``--concurrency`` (split over ``processes``): the
+        default limits (50 nano calls, 64 in all) would cap a wider batch below what it asked for."""
+        n = max(1, -(-self.concurrency // processes))
+        return FanOut(per_tier=dict.fromkeys(Tier, n), in_flight=n)
 
 
 @dataclass
@@ -68,6 +81,7 @@ class BatchReport:
     failed: int = 0  # of which with an error
     skipped: int = 0  # already done by an earlier attempt
     recovered: int = 0  # found in the ledger only, written back without a request
+    by_workers: int = 0  # of ``done``, rows the worker processes made (--workers)
     bad_rows: int = 0
     stopped: str | None = None  # why it stopped early (budget): the rest is left for a resume
     out: str = ""
@@ -170,6 +184,7 @@ async def run_file(
         run_id=marker.run_id if resume and marker else None,
         resume=resume,
         metadata={"input": str(input_path), "out": str(out), "task": spec.task, "executor": opts.executor},
+        fan_out=opts.fan_out(),
     ) as scope:
         report.run_id = scope.id
         write_marker(out, Marker(key, scope.id))
@@ -217,7 +232,9 @@ async def run_file(
                 if on_rows is not None:
                     on_rows(len(plain))
 
-            stopped = await _execute(session, scope, spec, items(), emit, writer, opts)
+            pool = _pool(session, scope, opts)
+            stopped = await _execute(session, scope, spec, items(), emit, writer, opts, pool)
+            report.by_workers = pool.rows_done if pool is not None else 0
             recorder.flush()
         finally:
             writer.close()
@@ -245,6 +262,7 @@ async def _execute(
     emit: Any,
     writer: RowWriter,
     opts: BatchOptions,
+    pool: WorkerPool | None,
 ) -> Exception | None:
     if opts.executor == "ray":
         from tierwise.scale.ray_exec import run_ray
@@ -265,7 +283,24 @@ async def _execute(
             num_cpus=opts.ray_cpus,
         )
     return await run_local(
-        scope, spec, items, emit, slot=writer.slot, concurrency=opts.concurrency, block_size=opts.block_size
+        scope, spec, items, emit, slot=writer.slot, concurrency=opts.concurrency, block_size=opts.block_size,
+        pool=pool,
+    )  # fmt: skip
+
+
+def _pool(session: Session, scope: Scope, opts: BatchOptions) -> WorkerPool | None:
+    """Worker processes for ``--workers N`` (N - 1 besides this one); per-block work stays here."""
+    if opts.workers <= 1 or opts.spec.per_block:
+        return None
+    check_workers(opts.workers, session._ledger_url, scope.budget)
+    return WorkerPool(
+        opts.workers - 1,
+        config=session.config,
+        ledger_url=session._ledger_url,
+        run_id=scope.id,
+        spec=opts.spec,
+        budget=scope.budget,
+        concurrency=opts.concurrency,
     )
 
 
@@ -295,7 +330,9 @@ async def stream(
     limit = max(opts.concurrency * 4, 2 * opts.block_size)
     ordered = _Ordered() if opts.ordered else None
 
-    async with session.run(RUN_KIND, label or f"batch {opts.spec.task}", budget_usd=opts.budget_usd) as scope:
+    async with session.run(
+        RUN_KIND, label or f"batch {opts.spec.task}", budget_usd=opts.budget_usd, fan_out=opts.fan_out()
+    ) as scope:
 
         def emit(rows: list[tuple[int, dict[str, Any]]]) -> None:
             for seq, r in rows if ordered is None else ordered.release(rows):
@@ -322,6 +359,7 @@ async def stream(
                     stopped = await run_local(
                         scope, opts.spec, as_items(items, opts.field, opts.id_field), emit, slot=slot,
                         concurrency=opts.concurrency, block_size=opts.block_size,
+                        pool=_pool(session, scope, opts),
                     )  # fmt: skip
                 if stopped is not None:
                     scope.partial(f"stopped by the budget: {stopped}")

@@ -17,6 +17,7 @@ from tierwise.errors import BudgetExceeded
 from tierwise.runtime.scope import Scope
 from tierwise.runtime.warm import warm_local
 from tierwise.scale.inputs import Item
+from tierwise.scale.pool import WorkerPool
 from tierwise.scale.tasks import TaskSpec
 from tierwise.scale.work import BlockWork, item_row, item_tasks
 
@@ -47,8 +48,10 @@ async def run_local(
     slot: Slot = _no_wait,
     concurrency: int = 50,
     block_size: int = 512,
+    pool: WorkerPool | None = None,
 ) -> BudgetExceeded | None:
-    """Run every item, emitting rows as they finish; returns the budget refusal that stopped it, if any."""
+    """Run every item, emitting rows as they finish; returns the budget refusal that stopped it, if any.
+    With a ``pool``, worker processes take a share of the per-item calls (``scale.pool``)."""
     if spec.per_block:
         work = BlockWork(scope, spec)
         for block in blocks(items, block_size):
@@ -71,7 +74,14 @@ async def run_local(
 
     async def one(seq: int, item: Item, task: Task | None) -> None:
         try:
-            r = await item_row(scope, spec, item, task)
+            try:
+                r = await item_row(scope, spec, item, task)
+            except BudgetExceeded:
+                if pool is None or (pool.winding_down and all(w.done.is_set() for w in pool.workers)):
+                    raise
+                # Workers still hold grants on this budget: wait for them to give back what is left.
+                await pool.settled()
+                r = await item_row(scope, spec, item, task)
         except BudgetExceeded as exc:
             stopped.append(exc)
             return
@@ -79,23 +89,49 @@ async def run_local(
             sem.release()
         emit([(seq, r)])
 
+    def start(seq: int, item: Item, task: Task | None) -> None:
+        t = asyncio.create_task(one(seq, item, task))
+        pending.add(t)
+        t.add_done_callback(pending.discard)
+
+    if pool is not None:
+
+        def from_workers(rows: list[tuple[int, dict[str, Any]]]) -> None:
+            emit(rows)
+            for _ in rows:
+                sem.release()
+
+        pool.on_rows = from_workers
+        pool.on_unrun = lambda unrun: [start(seq, item, task) for seq, item, task in unrun]
+        await pool.start()
     try:
         for block in blocks(items, _TASK_BLOCK):
             tasks = item_tasks(scope, spec, [it for _, it in block])
             for (seq, item), task in zip(block, tasks, strict=True):
                 await slot(seq)
                 await sem.acquire()
-                if stopped:
+                if stopped or (pool is not None and pool.failure):
                     sem.release()
                     break
-                t = asyncio.create_task(one(seq, item, task))
-                pending.add(t)
-                t.add_done_callback(pending.discard)
-            if stopped:
+                worker = pool.take() if pool is not None else None
+                if worker is not None:
+                    pool.send(worker, seq, item, task)  # type: ignore[union-attr]
+                else:
+                    start(seq, item, task)
+            if stopped or (pool is not None and pool.failure):
                 break
-        if pending:
-            await asyncio.gather(*pending)
+        if pool is not None:
+            await pool.settled()
+        while pending:  # items a worker gave back can start while earlier ones finish
+            await asyncio.gather(*list(pending))
+    except BaseException:
+        if pool is not None:  # interrupted: the workers stop at once (what they finished is recorded)
+            await pool.close(wait=False)
+        raise
     finally:
         for t in pending:
             t.cancel()
+    if pool is not None:
+        await pool.close()
+        pool.raise_failure()
     return stopped[0] if stopped else None
