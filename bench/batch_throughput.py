@@ -122,19 +122,32 @@ async def zero_shot(root: Path, n_embed: int, n_llm: int) -> list[tuple]:
 
 
 ARMS = (  # (name, --kind, --workers)
-    ("kinds inferred", None, 1),
-    ("--kind stated", "preprocess", 1),
-    ("kinds inferred, --workers 2", None, 2),
-    ("--kind stated, --workers 2", "preprocess", 2),
+    ("tierwise, kinds inferred", None, 1),
+    ("tierwise, --kind stated", "preprocess", 1),
+    ("tierwise, kinds inferred, --workers 2", None, 2),
+    ("tierwise, --kind stated, --workers 2", "preprocess", 2),
 )
 
 
-async def part_b(calls: int, c: int = 50) -> tuple[float, float, float, dict[str, float]]:
-    """``calls`` requests at concurrency ``c`` (50) to a loopback server answering in 200 ms (its own process, so
-    its CPU is not the client's): the ideal, the bare openai-SDK loop (default transport, then aiohttp) and
-    ``tierwise batch --tier nano`` twice: each item's kind inferred (cold: loading the kind classifier is
-    timed), then with the kind stated (``--kind preprocess``: no classifier); each in one process, then
-    with ``--workers 2`` (a worker process takes half of the calls; its start is timed)."""
+@dataclasses.dataclass
+class Arm:
+    name: str
+    wall_s: float
+    latencies_ms: list[float]  # per call, as the client (or tierwise's ledger) measured it
+
+    def pct(self, q: float) -> float:
+        xs = sorted(self.latencies_ms)
+        return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+
+async def part_b(calls: int, c: int = 50) -> tuple[float, list[Arm]]:
+    """``calls`` requests at concurrency ``c`` to a loopback server answering in 200 ms (its own process,
+    so its CPU is not the client's). Baselines in the same run: aiohttp posting JSON with no SDK (the floor
+    of any Python client here), the bare openai-SDK loop (its default httpx transport, then aiohttp). Then
+    ``tierwise batch --tier nano``: each item's kind inferred (cold: loading the kind classifier is timed)
+    and stated (``--kind preprocess``: no classifier), in one process and with ``--workers 2`` (a worker
+    process takes about half of the calls; its start is timed)."""
+    import aiohttp
     import openai
 
     port = free_port()
@@ -142,30 +155,45 @@ async def part_b(calls: int, c: int = 50) -> tuple[float, float, float, dict[str
     cmd = [sys.executable, "-m", "tierwise.testing", "--port", str(port), "--latency", "0.2"]
     upstream = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1"
+    arms: list[Arm] = []
     try:
         wait_up(f"{url}/models", upstream)
         with tempfile.TemporaryDirectory() as d:
             ideal = calls / c * 0.2
             sem = asyncio.Semaphore(c)
 
-            async def bare_loop(http: Any = None) -> float:
-                client = openai.AsyncOpenAI(base_url=url, api_key="x", max_retries=0, http_client=http)
+            async def timed(name: str, call: Any) -> None:
+                lat: list[float] = []
 
                 async def one(i: int) -> None:
                     async with sem:
-                        await client.chat.completions.create(
-                            model="nano-model", messages=[{"role": "user", "content": f"item {i}"}]
-                        )
+                        t0 = time.perf_counter()
+                        await call(i)
+                        lat.append((time.perf_counter() - t0) * 1000)
 
                 t = time.perf_counter()
                 await asyncio.gather(*(one(i) for i in range(calls)))
-                took = time.perf_counter() - t
-                await client.close()
-                return took
+                arms.append(Arm(name, time.perf_counter() - t, lat))
 
-            bare = await bare_loop()  # the SDK as most code uses it: its default httpx transport
-            # ... and with the aiohttp transport tierwise's provider uses, so the comparison is like for like
-            bare_aio = await bare_loop(openai.DefaultAioHttpClient())
+            async with aiohttp.ClientSession() as http:
+
+                async def raw(i: int) -> None:
+                    body = {"model": "nano-model", "messages": [{"role": "user", "content": f"item {i}"}]}
+                    async with http.post(f"{url}/chat/completions", json=body) as r:
+                        json.loads(await r.read())
+
+                await timed("aiohttp, no SDK (floor)", raw)
+            transports = (("bare SDK", None), ("bare SDK on aiohttp", openai.DefaultAioHttpClient()))
+            for name, transport in transports:
+                client = openai.AsyncOpenAI(base_url=url, api_key="x", max_retries=0, http_client=transport)
+
+                async def sdk(i: int, client: Any = client) -> None:
+                    await client.chat.completions.create(
+                        model="nano-model", messages=[{"role": "user", "content": f"item {i}"}]
+                    )
+
+                await timed(name, sdk)
+                await client.close()
             toml = Path(d) / "tierwise.toml"
             toml.write_text(CONFIG.format(db=Path(d) / "ledger.db", url=url))
             os.environ["BENCH_UPSTREAM_KEY"] = "x"
@@ -173,21 +201,23 @@ async def part_b(calls: int, c: int = 50) -> tuple[float, float, float, dict[str
             inp.write_text(
                 "".join(json.dumps({"id": str(i), "text": f"item {i}"}) + "\n" for i in range(calls))
             )
-            took: dict[str, float] = {}
             for name, kind, workers in ARMS:
                 async with Session(toml) as s:
                     spec = TaskSpec("ask", tier="nano", kind=kind)
                     out = Path(d) / f"out-{kind}-{workers}.jsonl"
                     t = time.perf_counter()
                     rep = await run_file(s, inp, out, BatchOptions(spec, concurrency=c, workers=workers))
-                    took[name] = time.perf_counter() - t
+                    wall = time.perf_counter() - t
                     assert rep.done == calls and rep.failed == 0, rep
+                    assert s.ledger is not None
+                    lat = [x.latency_ms for x in s.ledger.calls(run_id=rep.run_id, limit=calls + 10)]
+                    arms.append(Arm(name, wall, lat))
                     if workers > 1:
                         print(f"    ({name}: the worker process made {rep.by_workers} of {rep.done} calls)")
     finally:
         upstream.terminate()
         upstream.wait(timeout=10)
-    return ideal, bare, bare_aio, took
+    return ideal, arms
 
 
 def main() -> None:
@@ -223,16 +253,18 @@ def main() -> None:
         for mode, ex, n, rate, acc, esc, rss in rows:
             print(f"{mode:8} {ex:8} {n:>7} {rate:>9.0f} {acc:>9.3f} {esc:>6.1%} {rss:>12.0f}")
     if not args.skip_b:
-        ideal, bare, bare_aio, took = asyncio.run(part_b(args.calls, args.concurrency))
+        ideal, arms = asyncio.run(part_b(args.calls, args.concurrency))
+        base = {a.name: a.wall_s for a in arms}
+        bare, bare_aio = base["bare SDK"], base["bare SDK on aiohttp"]
+        print(f"(b) {args.calls} calls @200 ms, c={args.concurrency}: ideal {ideal:.1f}s")
         print(
-            f"(b) {args.calls} calls @200 ms, c={args.concurrency}: ideal {ideal:.1f}s · "
-            f"bare SDK {bare:.1f}s ({bare / ideal:.3f}x) · bare SDK on aiohttp {bare_aio:.1f}s "
-            f"({bare_aio / ideal:.3f}x)"
+            f"    {'':40} {'wall s':>7} {'x ideal':>8} {'x bare SDK':>11} {'x SDK aiohttp':>14} "
+            f"{'p50 ms':>7} {'p99 ms':>7}"
         )
-        for name, ours in took.items():
+        for a in arms:
             print(
-                f"    tierwise batch, {name}: {ours:.1f}s ({ours / ideal:.3f}x ideal, "
-                f"{ours / bare:.3f}x bare, {ours / bare_aio:.3f}x bare on aiohttp)"
+                f"    {a.name:40} {a.wall_s:>7.1f} {a.wall_s / ideal:>8.3f} {a.wall_s / bare:>11.3f} "
+                f"{a.wall_s / bare_aio:>14.3f} {a.pct(0.5):>7.1f} {a.pct(0.99):>7.1f}"
             )
     if rows:
         best = max(rows, key=lambda r: r[3])
