@@ -105,12 +105,14 @@ class CascadeConfig(_Section):
 
 
 class RoutingConfig(_Section):
-    router: str = "policy"  # policy | learned | nano | cascade
+    router: str = "policy"  # policy | learned | nano | cascade | cascade+
     ambiguity_threshold: float = Field(default=0.6, ge=0, le=1)
     kinds: dict[str, Tier] = Field(default_factory=dict)  # kind → tier overrides
     rules: list[RuleConfig] = Field(default_factory=list)
+    # The trained router file (`tierwise eval train`): a learned router's, or with router = "cascade+" a
+    # cascade routing one (`tierwise eval train --router cascade+`).
     learned_model: str | None = None
-    # trained model name → catalog id, e.g. {"gpt-4-1106-preview" = "openai/gpt-5.4"}
+    # trained model name → catalog id (learned and cascade+), e.g. {"gpt-4-1106-preview" = "openai/gpt-5.4"}
     learned_mapping: dict[str, str] = Field(default_factory=dict)
     # Below this predicted quality of its own pick the learned router defers to the policy (None: never).
     learned_min_confidence: float | None = Field(default=None, ge=0, le=1)
@@ -268,7 +270,7 @@ class Config:
 
 
 _KINDS = ", ".join(k.value for k in TaskKind)
-ROUTERS = ("policy", "learned", "nano", "cascade")
+ROUTERS = ("policy", "learned", "nano", "cascade", "cascade+")
 
 
 def _check_routing(config: Config) -> None:
@@ -319,10 +321,11 @@ def _check_routing(config: Config) -> None:
             raise ConfigError(
                 f"{src}: routing.cascade.validators has 'learned' but routing.learned_model is unset"
             )
-    if r.router == "learned" and not r.learned_model:
+    if r.router in ("learned", "cascade+") and not r.learned_model:
+        flag = " --router cascade+" if r.router == "cascade+" else ""
         raise ConfigError(
-            f"{src}: routing.router = 'learned' needs routing.learned_model = FILE "
-            "(fit one with `tierwise eval train --outcomes ... --out FILE`)"
+            f"{src}: routing.router = {r.router!r} needs routing.learned_model = FILE "
+            f"(fit one with `tierwise eval train{flag} --outcomes ... --out FILE`)"
         )
 
 

@@ -105,6 +105,7 @@ def test_report_writes_html_and_png(small_arc: Path, tmp_path: Path) -> None:
         (["--outcomes", "{arc}", "--router", "nope"], "unknown router 'nope'"),
         (["--outcomes", "{arc}", "--train", "{mmlu}"], "different models"),
         (["--outcomes", "{mmlu}", "--router", "cascade"], "recorded responses"),
+        (["--outcomes", "{mmlu}", "--router", "cascade+"], "recorded responses"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -139,6 +140,56 @@ def test_train_writes_a_loadable_router(
     refused = runner.invoke(eval_app, ["train", "--from-ledger", "--out", str(out)])
     assert refused.exit_code == 2 and "no shadow checks to train on" in refused.stderr
     assert "[shadow] share" in refused.stderr
+
+
+def test_train_cascade_plus_writes_a_router_file(small_arc: Path, tmp_path: Path) -> None:
+    from tierwise.cli.eval_cmd import eval_app
+    from tierwise.config import Config
+    from tierwise.errors import ConfigError
+    from tierwise.routing.cascade_model import CascadeRoutingModel
+    from tierwise.routing.factory import build_router
+
+    out = tmp_path / "cascade.npz"
+    args = ["train", "--router", "cascade+", "--outcomes", str(small_arc), "--out", str(out), "--json"]
+    result = runner.invoke(eval_app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    model = CascadeRoutingModel.load(out)
+    assert summary["router"] == "cascade+" and summary["plan"] == model.label
+    assert summary["models"] == list(model.models) and summary["n_train"] == model.n_train > 200
+    # By default the cheapest plan expected to match the best single model; --target-cost buys less.
+    assert model.plan.expected_quality >= model.best_quality - 1e-12
+    cheap = runner.invoke(eval_app, [*args, "--target-cost", str(model.plan.expected_cost / 3)])
+    assert cheap.exit_code == 0, cheap.output
+    assert json.loads(cheap.stdout)["expected_cost"] <= model.plan.expected_cost / 3
+    # Deployed on a catalog that lacks its models: the mapping error names the model and the key.
+    config = Config.from_dict({"routing": {"router": "cascade+", "learned_model": str(out)}})
+    with pytest.raises(ConfigError, match=r"has no catalog model: map it, e.g. routing.learned_mapping"):
+        build_router(config)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--outcomes", "{mmlu}"], "recorded responses"),
+        (["--outcomes", "/no/such.csv"], "not found"),
+        (["--from-ledger"], "cascade+ cannot train --from-ledger"),
+        (["--outcomes", "{arc}", "--target-large-share", "0.2"], "for cascade+ use --target-cost"),
+        (["--outcomes", "{arc}", "--target-cost", "1e-12"], "no cascade+ plan fits a mean cost of 1e-12"),
+    ],
+)
+def test_train_cascade_plus_bad_input_is_one_line(
+    args: list[str], message: str, small_arc: Path, small_mmlu: Path, tmp_path: Path
+) -> None:
+    from tierwise.cli.eval_cmd import eval_app
+
+    args = [a.format(arc=small_arc, mmlu=small_mmlu) for a in args]
+    result = runner.invoke(eval_app, ["train", "--router", "cascade+", *args, "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    wrong = runner.invoke(eval_app, ["train", "--router", "knn", "--outcomes", str(small_arc), "--out", "r"])
+    assert wrong.exit_code == 2 and "--router must be learned or cascade+" in wrong.stderr
 
 
 def test_replay_function_split_and_baselines(small_arc: Path) -> None:

@@ -22,6 +22,7 @@ from tierwise.cli.common import console, fail, guarded, load_config, print_json
 if TYPE_CHECKING:
     from tierwise.evaluation.ledger_outcomes import LedgerOutcomes
     from tierwise.evaluation.replay import ReplayResult
+    from tierwise.routing.outcomes import Outcomes
 
 eval_app = typer.Typer(
     no_args_is_help=True,
@@ -89,7 +90,9 @@ def _progress(enabled: bool = True) -> Iterator[None]:
 @eval_app.command(**_PATHS)  # type: ignore[arg-type]
 def replay(
     ctx: typer.Context,
-    router: Annotated[str, typer.Option(help="learned | cascade | knn-tfidf | random")] = "learned",
+    router: Annotated[
+        str, typer.Option(help="learned | cascade | cascade+ | knn-tfidf | random")
+    ] = "learned",
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
     report: Annotated[
         Path | None, typer.Option(help="write index.html + frontier.png into this directory")
@@ -198,7 +201,13 @@ def replay(
 @eval_app.command(**_PATHS)  # type: ignore[arg-type]
 def train(
     ctx: typer.Context,
-    out: Annotated[Path | None, typer.Option(help="where to write the learned router (.npz)")] = None,
+    out: Annotated[Path | None, typer.Option(help="where to write the trained router (.npz)")] = None,
+    router: Annotated[
+        str,
+        typer.Option(
+            help="learned | cascade+ (cascade routing: needs every model's recorded response on every row)"
+        ),
+    ] = "learned",
     from_ledger: Annotated[
         bool,
         typer.Option("--from-ledger", help="train on the shadow checks recorded in the configured ledger"),
@@ -214,16 +223,32 @@ def train(
     embedder: Annotated[
         str, typer.Option(help="features: static+lex2 (best, fast) | static+lex | static | e5+static (slow)")
     ] = DEFAULT_EMBEDDER,
-    target_cost: Annotated[float | None, typer.Option(help="calibrate λ to this mean cost per call")] = None,
+    target_cost: Annotated[
+        float | None,
+        typer.Option(help="calibrate λ (cascade+: choose the plan) to this mean cost per call"),
+    ] = None,
     target_large_share: Annotated[
         float | None, typer.Option(help="calibrate λ to this share of calls to the costliest model (0–1)")
     ] = None,
     seed: Annotated[int, typer.Option(help="seed of the cross-validation folds")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print a summary as JSON")] = False,
 ) -> None:
-    """Fit the learned router on --outcomes PATH... and/or --from-ledger, and save it to --out FILE."""
+    """Fit a router on --outcomes PATH... and/or --from-ledger, and save it to --out FILE.
+
+    --router learned (default) or cascade+ (cascade routing; deploy it with [routing] router = "cascade+").
+    """
+    if router not in ("learned", "cascade+"):
+        raise fail(f"--router must be learned or cascade+, got {router!r}")
     if out is None:
-        raise fail("--out is required: the file to write the learned router to, e.g. --out router.npz")
+        raise fail("--out is required: the file to write the trained router to, e.g. --out router.npz")
+    if router == "cascade+" and from_ledger:
+        raise fail(
+            "--router cascade+ cannot train --from-ledger: shadow rows score two models each and keep no "
+            "responses in outcome form; cascade+ needs every model's recorded response on every row "
+            "(outcome CSVs with <model>|model_response columns)"
+        )
+    if router == "cascade+" and target_large_share is not None:
+        raise fail("--target-large-share calibrates the learned router; for cascade+ use --target-cost")
     if target_cost is not None and target_large_share is not None:
         raise fail("pass at most one of --target-cost and --target-large-share")
     if target_large_share is not None and not 0 <= target_large_share <= 1:
@@ -254,6 +279,9 @@ def train(
             "skipped": recorded.skipped,
         }
     data = guarded(lambda: concat(parts))
+    if router == "cascade+":
+        _train_cascade_routing(data, out, embedder, seed, target_cost, as_json)
+        return
     with _progress(not as_json):
         model = guarded(lambda: LearnedModel.fit(data, embedder=embedder, seed=seed))
     if target_cost is not None:
@@ -281,6 +309,50 @@ def train(
         console.print(f"from the ledger: {summary['ledger']}")
     rule = f"τ = {model.threshold:.2f}" if model.threshold is not None else f"λ = {summary['lambda']}"
     console.print(f"{rule}; saved to {path}")
+
+
+def _train_cascade_routing(
+    data: Outcomes, out: Path, embedder: str, seed: int, target_cost: float | None, as_json: bool
+) -> None:
+    from tierwise.routing.cascade_model import CascadeRoutingModel
+
+    with _progress(not as_json):
+        model = guarded(
+            lambda: CascadeRoutingModel.fit(data, embedder=embedder, seed=seed, target_cost=target_cost)
+        )
+    path = guarded(lambda: model.save(out))
+    plan = model.plan
+    summary = {
+        "out": str(path),
+        "router": "cascade+",
+        "models": list(model.models),
+        "n_train": model.n_train,
+        "skipped_blank_rows": data.skipped,
+        "plan": model.label,
+        "cheap": [model.models[j] for j in plan.cheap],
+        "alone_at": plan.alone_at if plan.alone_at < float("inf") else None,
+        "escalate": None if plan.escalate is None else model.models[plan.escalate],
+        "features": plan.features or None,
+        "score": plan.score or None,
+        "threshold": plan.threshold if abs(plan.threshold) < float("inf") else None,
+        "expected_cost": plan.expected_cost,
+        "expected_quality": plan.expected_quality,
+        "best_single_quality": model.best_quality,
+        "predictor": model.learned.label,
+        "embedder": model.learned.embedder,
+    }
+    if as_json:
+        print_json(summary)
+        return
+    console.print(
+        f"trained cascade+ on {model.n_train} prompts, {len(model.models)} models; q̂ from "
+        f"{escape(model.learned.label)}"
+    )
+    console.print(f"plan: {escape(model.label)}")
+    console.print(
+        f"expected per call (cross-validated on the training rows): quality {plan.expected_quality:.4f} "
+        f"(best single model {model.best_quality:.4f}), cost {plan.expected_cost:.6g}; saved to {path}"
+    )
 
 
 def _ledger_replay(router_file: Path | None, score: str, seed: int, embedder: str) -> ReplayResult:

@@ -83,11 +83,19 @@ class AnswerCheck(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Escalation:
-    """What a cascade hands the runtime: the models above the first, the validator and its threshold."""
+    """What a cascade hands the runtime: the models above the first, the validator and its threshold.
+
+    ``votes``: how many answers (the first model's and the next ones of ``chain``) are bought before the
+    validator first judges; with more than one they are a vote, and the validator judges them together
+    (cascade routing). ``pick``: which of the answers paid so far the call returns when the validator
+    accepts, or when the chain ends (its index; None: the latest).
+    """
 
     chain: tuple[str, ...]
     check: AnswerCheck
     tau: float = 0.8
+    votes: int = 1
+    pick: Callable[[Sequence[tuple[str, str]]], int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -233,6 +233,7 @@ class OracleReplay:
 ROUTERS: dict[str, Callable[[int, str], ReplayRouter]] = {
     "learned": lambda seed, embedder: LearnedReplay(embedder=embedder, seed=seed),
     "cascade": lambda seed, embedder: CascadeReplay(seed=seed),
+    "cascade+": lambda seed, embedder: CascadeRoutingReplay(embedder=embedder, seed=seed),
     "knn-tfidf": lambda seed, embedder: TfidfKnnReplay(),
     "random": lambda seed, embedder: RandomReplay(seed=seed),
     "policy": lambda seed, embedder: PolicyReplay(),

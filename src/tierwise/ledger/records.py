@@ -56,7 +56,7 @@ class CallRecord:
     model: str  # requested model id
     provider: str
     reason: str  # the routing decision's reason
-    status: str  # ok | error | invalid_output | refused
+    status: str  # ok | error | invalid_output | refused | rejected | opinion (a cascade's vote)
     id: str = field(default_factory=new_id)
     step_id: str | None = None
     attempt: int = 1

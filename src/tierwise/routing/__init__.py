@@ -1,7 +1,7 @@
 """Routers: decide which tier and model run a task, and say why.
 
-The routers trained on outcomes (learned, cascade) and the nano router load lazily: they pull in numpy
-and the embedders, which the policy router on the hot path never needs.
+The routers trained on outcomes (learned, cascade, cascade+) and the nano router load lazily: they pull in
+numpy and the embedders, which the policy router on the hot path never needs.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from tierwise.routing.policy import PolicyRouter, Rule
 
 _LAZY = {
     "CascadeRouter": "tierwise.routing.cascade",
+    "CascadeRoutingModel": "tierwise.routing.cascade_model",
+    "CascadeRoutingRouter": "tierwise.routing.cascade_live",
     "LearnedModel": "tierwise.routing.learned",
     "LearnedRouter": "tierwise.routing.learned",
     "NanoRouter": "tierwise.routing.nano",
@@ -25,6 +27,8 @@ _LAZY = {
 __all__ = [
     "CallFn",
     "CascadeRouter",
+    "CascadeRoutingModel",
+    "CascadeRoutingRouter",
     "Decision",
     "KindGuess",
     "KindInferrer",
@@ -40,6 +44,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from tierwise.routing.cascade import CascadeRouter
+    from tierwise.routing.cascade_live import CascadeRoutingRouter
+    from tierwise.routing.cascade_model import CascadeRoutingModel
     from tierwise.routing.learned import LearnedModel, LearnedRouter
     from tierwise.routing.nano import NanoRouter
     from tierwise.routing.outcomes import Outcomes

@@ -15,7 +15,9 @@ lexical features) and what the cheap models answered (who agrees with the vote).
 
 Every setting (cheap set, lone-answer cut, features, escalation model, score, threshold) is chosen by
 cross-validation inside the training rows; the evaluation rows' scores are never read (replay reads
-prompts and the responses of the models a row paid for).
+prompts and the responses of the models a row paid for). ``assess`` is the one verdict replay and live
+calls share: ``cascade_model`` saves one chosen plan (``CascadeRouting.choose``), ``cascade_live`` deploys
+it behind the ``Router`` protocol.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from tierwise.routing.features import DEFAULT_FEATURES, embed, layout
 from tierwise.routing.learned_model import LearnedModel
 from tierwise.routing.learned_select import one_blas_thread
 from tierwise.routing.outcomes import Outcomes, RoutePlan, fold_indices
+from tierwise.routing.predictors import newton_logreg
 
 FEATURE_SETS = ("agree", "agree+pred", "agree+pred+lex")
 SCORES = ("risk", "gain")
@@ -124,29 +127,57 @@ def risk_features(s: Signals, cheap: Sequence[int], kind: str) -> tuple[np.ndarr
     return returned, np.hstack(parts)
 
 
-def decide(
-    plan: RoutingPlan, s: Signals, features: tuple[np.ndarray, np.ndarray] | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(answer column, escalated, alone) per row under ``plan``: reads the prompt features and the
-    answers the row bought only. ``features``: ``risk_features(s, plan.cheap, plan.features)`` if known."""
+@dataclass
+class Verdict:
+    """Per row, what ``plan`` concludes from the answers bought: the answer the vote returns (the lone
+    answer where the best cheap model answers alone), P(that answer is right) and the escalation score
+    (None when the plan never escalates), and whether the score clears the threshold."""
+
+    answer: np.ndarray
+    alone: np.ndarray
+    escalated: np.ndarray
+    p_right: np.ndarray | None = None
+    score: np.ndarray | None = None
+
+
+def assess(plan: RoutingPlan, s: Signals, features: tuple[np.ndarray, np.ndarray] | None = None) -> Verdict:
+    """The verdict per row under ``plan``: reads the prompt features and the answers the row bought
+    only (replay and the live router both decide through it). ``features``: ``risk_features(s,
+    plan.cheap, plan.features)`` if known."""
     n = len(s.codes)
     if not plan.cheap:
         if plan.escalate is None:
             raise InputError("a cascade routing plan needs cheap models or a model to escalate to")
-        return np.full(n, plan.escalate), np.ones(n, dtype=bool), np.zeros(n, dtype=bool)
+        return Verdict(np.full(n, plan.escalate), np.zeros(n, dtype=bool), np.ones(n, dtype=bool))
     returned, x = features or risk_features(s, plan.cheap, plan.features)
     alone = plan.alone(s)
     # Rows that bought one answer: the vote over unbought answers is computed but never used.
     returned = np.where(alone, plan.cheap[-1], returned)
     if plan.escalate is None or not plan.risk:
-        return returned, np.zeros(n, dtype=bool), alone
+        return Verdict(returned, alone, np.zeros(n, dtype=bool))
     p_right = _predict(plan.risk, x)
     if alone.any():
         _, x1 = risk_features(s, plan.cheap[-1:], plan.features)
         p_right = np.where(alone, _predict(plan.risk_alone, x1), p_right)
     score = _score(plan.score, p_right, s.q[:, plan.escalate])
-    escalated = score > plan.threshold
-    return np.where(escalated, plan.escalate, returned), escalated, alone
+    return Verdict(returned, alone, score > plan.threshold, p_right, score)
+
+
+def decide(
+    plan: RoutingPlan, s: Signals, features: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(answer column, escalated, alone) per row under ``plan``: reads the prompt features and the
+    answers the row bought only. ``features``: ``risk_features(s, plan.cheap, plan.features)`` if known."""
+    v = assess(plan, s, features)
+    if plan.escalate is None:
+        return v.answer, v.escalated, v.alone
+    return np.where(v.escalated, plan.escalate, v.answer), v.escalated, v.alone
+
+
+def p_right_needed(plan: RoutingPlan, q_escalate: float) -> float:
+    """The P(returned answer right) below which a prompt escalates: ``plan.threshold`` read as a floor on
+    the risk model's confidence (risk: 1 − threshold; gain: the escalation model's q̂ − threshold)."""
+    return 1.0 - plan.threshold if plan.score == "risk" else q_escalate - plan.threshold
 
 
 def to_route_plan(
@@ -175,6 +206,23 @@ class CascadeRouting:
     learned: LearnedModel
     plans: list[RoutingPlan]
     lex_cols: tuple[int, int]
+    best_quality: float = float("nan")  # the best single model's mean quality on the training rows
+
+    def choose(self, target_cost: float | None = None) -> RoutingPlan:
+        """The plan to deploy: the best expected quality within ``target_cost`` per call (in the training
+        data's cost unit), else the cheapest plan expected to match the best single model's quality."""
+        if target_cost is not None:
+            within = [p for p in self.plans if p.expected_cost <= target_cost * (1 + 1e-9)]
+            if not within:
+                raise InputError(
+                    f"no cascade+ plan fits a mean cost of {target_cost:g} per call; "
+                    f"the cheapest expects {min(p.expected_cost for p in self.plans):g}"
+                )
+            return max(within, key=lambda p: (p.expected_quality, -p.expected_cost))
+        good = [p for p in self.plans if p.expected_quality >= self.best_quality - 1e-12]
+        if not good:  # only when best_quality is unknown: the best plan
+            return max(self.plans, key=lambda p: (p.expected_quality, -p.expected_cost))
+        return min(good, key=lambda p: p.expected_cost)
 
     def signals(self, data: Outcomes, x: np.ndarray | None = None) -> Signals:
         x = self.learned.features(data.prompts) if x is None else x
@@ -277,7 +325,7 @@ def fit_cascade_routing(
             plan.expected_cost, plan.expected_quality = cost, quality
             plans.append(plan)
     plans.sort(key=lambda p: p.expected_cost)
-    return CascadeRouting(data.models, learned, plans, (lo, hi))
+    return CascadeRouting(data.models, learned, plans, (lo, hi), float(q.max()))
 
 
 def _configs(
@@ -349,7 +397,7 @@ def _score(how: str, p_right: np.ndarray, q_escalate: np.ndarray) -> np.ndarray:
 
 
 def fit_risk(x: np.ndarray, y: np.ndarray, c: float) -> dict[str, np.ndarray]:
-    """L2 logistic regression of ``y`` (0/1 or soft) on standardized ``x``: damped Newton steps.
+    """L2 logistic regression of ``y`` (0/1 or soft) on standardized ``x`` (``newton_logreg``).
 
     Agreement patterns are one-hot and some are always right in training, so an unpenalized intercept
     with collinear columns can run off to infinity: the intercept gets a light penalty too.
@@ -364,25 +412,7 @@ def fit_risk(x: np.ndarray, y: np.ndarray, c: float) -> dict[str, np.ndarray]:
     p0 = float(np.clip(y.mean(), 1e-3, 1 - 1e-3))
     w = np.zeros(d)
     w[-1] = np.log(p0 / (1 - p0))
-
-    def loss(v: np.ndarray) -> float:
-        t = z @ v
-        return float(np.sum(np.logaddexp(0, t) - y * t) + 0.5 * v @ penalty @ v)
-
-    current = loss(w)
-    for _ in range(50):
-        p = 1.0 / (1.0 + np.exp(-np.clip(z @ w, -30, 30)))
-        grad = z.T @ (p - y) + penalty @ w
-        hess = (z * (p * (1 - p))[:, None]).T @ z + penalty
-        step = np.linalg.solve(hess, grad)
-        shrink = 1.0
-        while shrink > 1e-4 and loss(w - shrink * step) > current + 1e-12:
-            shrink /= 2  # a full Newton step can overshoot on separable patterns
-        w = w - shrink * step
-        new = loss(w)
-        if current - new < 1e-9 * max(1.0, abs(current)):
-            break
-        current = new
+    w = newton_logreg(z, y, penalty, w)
     return {"mean": mean, "scale": scale, "coef": w[:-1], "intercept": np.array(w[-1])}
 
 

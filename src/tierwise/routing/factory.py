@@ -60,6 +60,8 @@ def build_router(config: Config, inferrer: KindInferrer | None = None) -> Router
         )
     if name == "cascade":
         return _cascade(config, policy)
+    if name == "cascade+":
+        return _cascade_routing(config, policy)
     raise ConfigError(f"{config.source}: routing.router = {name!r} is not a router")
 
 
@@ -80,6 +82,22 @@ def _learned(config: Config, policy: PolicyRouter) -> LearnedRouter:
         raise ConfigError(
             f"{config.source}: routing.learned_model = {path!r}: {exc} "
             "(train one for your models with `tierwise eval train`, or set routing.learned_mapping)"
+        ) from None
+
+
+def _cascade_routing(config: Config, policy: PolicyRouter) -> Router:
+    from tierwise.routing.cascade_live import CascadeRoutingRouter
+
+    r = config.routing
+    path = r.learned_model
+    try:
+        return CascadeRoutingRouter.from_file(
+            path or "", config.catalog, r.learned_mapping or None, fallback=policy
+        )
+    except (ConfigError, InputError) as exc:
+        raise ConfigError(
+            f"{config.source}: routing.learned_model = {path!r}: {exc} (router = 'cascade+': train one for "
+            "your models with `tierwise eval train --router cascade+`, or set routing.learned_mapping)"
         ) from None
 
 

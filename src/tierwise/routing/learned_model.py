@@ -11,14 +11,15 @@ different rows as if they were one scale.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from tierwise.errors import ConfigError, InputError
+from tierwise.routing import router_file
 from tierwise.routing.features import DEFAULT_FEATURES, embed, layout
 from tierwise.routing.learned_select import LAMBDAS, one_blas_thread, select_predictors
 from tierwise.routing.outcomes import Outcomes
@@ -223,9 +224,11 @@ class LearnedModel:
     # ---- persistence -----------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """One ``.npz`` file: arrays plus a JSON header; loads with ``allow_pickle=False``."""
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
+        meta, arrays = self.pack()
+        return router_file.write(path, meta, arrays)
+
+    def pack(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """(JSON header, arrays) of this model: what ``save`` writes, and what a cascade+ file embeds."""
         meta = {
             "format": FORMAT,
             "models": list(self.models),
@@ -242,27 +245,21 @@ class LearnedModel:
             "threshold": self.threshold,
         }
         arrays = {f"p{i}_{k}": v for i, p in enumerate(self.predictors) for k, v in p.arrays.items()}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(
-            path, meta=np.array(json.dumps(meta)), costs=self.costs, calib_q=self.calib_q, **arrays
-        )
-        return path
+        return meta, {"costs": self.costs, "calib_q": self.calib_q, **arrays}
 
     @classmethod
     def load(cls, path: str | Path) -> LearnedModel:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"learned router file not found: {path} (create it with `tierwise eval train`)")
+        meta, arrays = router_file.read(path, READS)
         try:
-            with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(str(z["meta"]))
-                arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError, KeyError) as exc:
-            raise ConfigError(f"{path} is not a tierwise learned router file ({exc})") from None
-        if meta.get("format") not in READS:
+            return cls.unpack(meta, arrays)
+        except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(
-                f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}; re-run eval train"
-            )
+                f"{path}: a damaged learned router file ({exc}); re-run `tierwise eval train`"
+            ) from None
+
+    @classmethod
+    def unpack(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> LearnedModel:
+        """The model ``pack`` described; KeyError, TypeError or ValueError when a part is missing."""
         # Format 1 held one predictor, its arrays prefixed "p_"; format 2 a list, prefixed "p0_", "p1_"...
         specs = meta["predictors"] if "predictors" in meta else [meta["predictor"]]
         prefixes = [f"p{i}_" for i in range(len(specs))] if "predictors" in meta else ["p_"]

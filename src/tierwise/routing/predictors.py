@@ -188,8 +188,9 @@ def _fit_logreg(
     """L2-regularised logistic regression per model (sklearn's objective: ½‖w‖² + C·Σ log-loss), each
     on the rows that score it (``mask``).
 
-    Newton's method in numpy: a handful of small linear solves per model, so cross-validating every
-    model of a RouterBench task takes well under a second. Soft targets (judge grades) work as they are.
+    Newton's method in numpy (``newton_logreg``, shared with the cascade's risk models): a handful of
+    small linear solves per model, so cross-validating every model of a RouterBench task takes well under
+    a second. Soft targets (judge grades) work as they are.
     """
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
@@ -210,14 +211,7 @@ def _fit_logreg(
         w = np.zeros(d)
         w[-1] = np.log(p0 / (1 - p0))
         if target.min() != target.max():  # a model always (never) right has nothing more to learn
-            for _ in range(50):
-                p = 1.0 / (1.0 + np.exp(-np.clip(rows @ w, -30, 30)))
-                grad = rows.T @ (p - target) + penalty @ w
-                hess = (rows * (p * (1 - p))[:, None]).T @ rows + penalty
-                step = np.linalg.solve(hess, grad)
-                w -= step
-                if np.abs(step).max() < 1e-6:
-                    break
+            w = newton_logreg(rows, target, penalty, w)
         coef[j] = w[:-1]
         intercept[j] = w[-1]
     return {
@@ -226,6 +220,32 @@ def _fit_logreg(
         "coef": coef,
         "intercept": intercept,
     }
+
+
+def newton_logreg(z: np.ndarray, y: np.ndarray, penalty: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The weights minimising Σ log-loss(z·w, y) + ½ wᵀ·penalty·w (``y`` 0/1 or soft), from ``w``:
+    Newton steps, halved while a full one would raise the loss (it can overshoot on separable patterns),
+    until a step or the loss's decrease is negligible."""
+
+    def loss(v: np.ndarray) -> float:
+        t = z @ v
+        return float(np.sum(np.logaddexp(0, t) - y * t) + 0.5 * v @ penalty @ v)
+
+    current = loss(w)
+    for _ in range(50):
+        p = 1.0 / (1.0 + np.exp(-np.clip(z @ w, -30, 30)))
+        grad = z.T @ (p - y) + penalty @ w
+        hess = (z * (p * (1 - p))[:, None]).T @ z + penalty
+        step = np.linalg.solve(hess, grad)
+        shrink = 1.0
+        while shrink > 1e-4 and loss(w - shrink * step) > current + 1e-12:
+            shrink /= 2
+        w = w - shrink * step
+        new = loss(w)
+        if np.abs(shrink * step).max() < 1e-6 or current - new < 1e-9 * max(1.0, abs(current)):
+            break
+        current = new
+    return w
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -5,6 +5,11 @@ repair prompts quoting the errors, then moves one step up (the cascade's next mo
 above). A cascade decision also carries a validator (``Escalation.check``): a valid answer whose
 confidence is below ``tau`` is recorded as ``rejected`` and the next model of the chain is asked. This is
 the cascade's accept-or-escalate loop; there is no second one.
+
+Cascade routing (``cascade+``) buys a vote before judging (``Escalation.votes``): the answers before the
+last of the vote are recorded as ``opinion``, and the validator judges them all at once. The call returns
+the answer ``Escalation.pick`` names among those paid (the vote's winner, which may be an earlier, cheaper
+model's); without ``pick``, the latest.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ class Escalate:
         esc = leg.decision.escalation
         chain = list(esc.chain) if esc is not None else []
         answers: list[tuple[str, str]] = []
+        paid: list[tuple[Completion, Any, Leg]] = []  # each answer judged: as the caller would get it
         out: Outcome | None = None
         notes: list[str] = []
         repairs = 0
@@ -110,9 +116,20 @@ class Escalate:
                 leg = replace(leg, messages=task.messages())
                 repairs = 0
                 continue
+            if esc is not None and not completion.tool_calls:
+                answers.append((leg.spec.id, completion.text))
+                paid.append((completion, output, leg))
+            if esc is not None and chain and len(answers) < esc.votes and not completion.tool_calls:
+                # One answer of a vote: the validator judges once every answer of it is in.
+                up = self._next(leg.spec, chain)
+                assert up is not None
+                why = f"{esc.check.name}: answer {len(answers)} of {esc.votes} for a vote"
+                self.recorder.record(leg.event("opinion", completion=completion, cost=cost, attempt=n))
+                leg = replace(self._move(leg, up, f"{why}, asks {up.id}"), messages=task.messages())
+                repairs = 0
+                continue
             # The last model's answer stands: a validator there could only cost, never change it.
             if esc is not None and chain and not completion.tool_calls:
-                answers.append((leg.spec.id, completion.text))
                 confidence = await esc.check.confidence(task, answers, routing_call)
                 out.confidence = confidence
                 if confidence < esc.tau:
@@ -134,6 +151,17 @@ class Escalate:
             meta: dict[str, Any] = {"escalations": len(notes)}
             if out.confidence is not None:
                 meta["confidence"] = round(out.confidence, 4)
+            pick = esc.pick if esc is not None and not completion.tool_calls else None
+            chosen = pick(answers) if pick is not None else len(paid) - 1
+            if 0 <= chosen < len(paid) - 1:
+                # The vote's pick is an earlier answer: the call that closed the vote is recorded as it
+                # was (its own output, and whose answer was returned); the caller gets the pick.
+                completion_i, output, leg_i = paid[chosen]
+                why = f"returns {leg_i.spec.id}'s answer, the vote's pick"
+                leg = leg.on(leg.spec, replace(leg.decision, reason=f"{leg.decision.reason}; {why}"))
+                meta["answer_from"] = leg_i.spec.id
+                picked = replace(leg.decision, tier=leg_i.spec.tier, model=leg_i.spec.id)
+                out.completion, out.leg = completion_i, leg_i.on(leg_i.spec, picked)
             self.recorder.record(leg.event("ok", completion=completion, cost=cost, attempt=n, metadata=meta))
             out.output, out.notes = output, notes
             return out

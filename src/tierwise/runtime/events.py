@@ -42,7 +42,8 @@ class CallSink(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class CallEvent:
-    """What one attempt did: ok | error | invalid_output | refused | rejected (by a cascade validator)."""
+    """What one attempt did: ok | error | invalid_output | refused | rejected (by a cascade validator) |
+    opinion (one answer of a cascade's vote, judged with the others)."""
 
     task: Task
     decision: Decision

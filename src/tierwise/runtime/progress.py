@@ -57,7 +57,7 @@ class Progress:
         return result
 
     def on_call(self, cost: float | None, status: str) -> None:
-        failed = status not in ("ok", "overrun")
+        failed = status not in ("ok", "overrun", "opinion")  # an opinion: one answer of a cascade's vote
         self._set(
             replace(
                 self.state,
