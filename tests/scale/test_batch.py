@@ -3,43 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import chaos_config, tw
+from tests.scale.batch_files import asked as _asked
+from tests.scale.batch_files import env, start_batch, wait_rows
+from tests.scale.batch_files import items as _items
+from tests.scale.batch_files import rows as _rows
 from tierwise.session import Session
 from tierwise.testing import ChaosServer
-
-
-def _items(path: Path, n: int, *, bad: bool = False) -> Path:
-    lines = [json.dumps({"id": f"t{i}", "text": f"ticket {i}"}) for i in range(n)]
-    if bad:
-        lines.insert(3, "{not json")
-        lines.insert(5, json.dumps({"id": "x", "body": "no text field"}))
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def _rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _asked(server: ChaosServer) -> Counter[str]:
-    """Chat requests per item text (the last user message) the server received."""
-    seen: Counter[str] = Counter()
-    for r in server.requests("/v1/chat/completions"):
-        msgs = r.get("body", {}).get("messages") or []
-        users = [m.get("content") for m in msgs if m.get("role") == "user"]
-        if users:
-            seen[str(users[-1])] += 1
-    return seen
 
 
 def test_ask_rows_ordered_and_bad_rows(tmp_path: Path, chaos_toml: Path, chaos_server: ChaosServer) -> None:
@@ -151,19 +128,14 @@ def test_sigkill_then_resume_asks_nothing_twice(tmp_path: Path) -> None:
         toml.write_text(chaos_config(server.base_url, f"sqlite:///{tmp_path}/ledger.db"))
         inp = _items(tmp_path / "in.jsonl", 300)
         out = tmp_path / "out.jsonl"
-        cmd = [sys.executable, "-m", "tierwise", "--config", str(toml), "batch", str(inp), "--task", "ask"]
-        cmd += ["--tier", "nano", "--out", str(out), "--concurrency", "8"]
-        env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "TIERWISE_CONFIG")}
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 60):
-            time.sleep(0.05)
+        cmd, proc = start_batch(tmp_path, toml, inp, out, "--concurrency", "8")
+        wait_rows(out, 60)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         finished = {x["id"] for x in _rows(out) if x["error"] is None}
         assert 0 < len(finished) < 300
         asked_before = _asked(server)
-        r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        r = subprocess.run(cmd, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
         asked_after = _asked(server)
         again = [i for i in finished if asked_after[f"ticket {i[1:]}"] != asked_before[f"ticket {i[1:]}"]]

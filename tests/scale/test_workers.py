@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,30 +13,16 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PeakCalls, chaos_config, tw
+from tests.scale.batch_files import asked as _asked
+from tests.scale.batch_files import env, start_batch, wait_rows
+from tests.scale.batch_files import items as _items
+from tests.scale.batch_files import rows as _rows
 from tierwise.config import Config
 from tierwise.errors import InputError
 from tierwise.ledger import Ledger
 from tierwise.scale import BatchOptions, TaskSpec, run_file
 from tierwise.session import Session
 from tierwise.testing import ChaosServer
-
-
-def _items(path: Path, n: int) -> Path:
-    path.write_text("".join(json.dumps({"id": f"t{i}", "text": f"ticket {i}"}) + "\n" for i in range(n)))
-    return path
-
-
-def _rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _asked(server: ChaosServer) -> Counter[str]:
-    seen: Counter[str] = Counter()
-    for r in server.requests("/v1/chat/completions"):
-        users = [m.get("content") for m in r.get("body", {}).get("messages") or [] if m.get("role") == "user"]
-        if users:
-            seen[str(users[-1])] += 1
-    return seen
 
 
 def _children(pid: int) -> list[int]:
@@ -169,12 +154,7 @@ def test_sigkill_of_the_batch_stops_its_workers_and_resume_asks_nothing_twice(tm
         toml.write_text(chaos_config(server.base_url, f"sqlite:///{tmp_path}/ledger.db"))
         inp = _items(tmp_path / "in.jsonl", 400)
         out = tmp_path / "out.jsonl"
-        cmd = [
-            sys.executable, "-m", "tierwise", "--config", str(toml), "batch", str(inp), "--task", "ask",
-            "--tier", "nano", "--out", str(out), "--concurrency", "10", "--workers", "2",
-        ]  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "TIERWISE_CONFIG")}
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        cmd, proc = start_batch(tmp_path, toml, inp, out, "--concurrency", "10", "--workers", "2")
         deadline = time.monotonic() + 60
         workers: list[int] = []
         while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 150):
@@ -191,7 +171,7 @@ def test_sigkill_of_the_batch_stops_its_workers_and_resume_asks_nothing_twice(tm
         finished = {x["id"] for x in _rows(out) if x["error"] is None}
         assert 0 < len(finished) < 400
         asked_before = _asked(server)
-        r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        r = subprocess.run(cmd, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
         asked_after = _asked(server)
         again = [i for i in finished if asked_after[f"ticket {i[1:]}"] != asked_before[f"ticket {i[1:]}"]]
@@ -206,22 +186,15 @@ def test_a_worker_killed_mid_batch_is_one_line_and_resume_finishes(tmp_path: Pat
         toml.write_text(chaos_config(server.base_url, f"sqlite:///{tmp_path}/ledger.db"))
         inp = _items(tmp_path / "in.jsonl", 600)
         out = tmp_path / "out.jsonl"
-        cmd = [
-            sys.executable, "-m", "tierwise", "--config", str(toml), "batch", str(inp), "--task", "ask",
-            "--tier", "nano", "--out", str(out), "--concurrency", "10", "--workers", "2",
-        ]  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "TIERWISE_CONFIG")}
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 150):
-            time.sleep(0.05)
+        cmd, proc = start_batch(tmp_path, toml, inp, out, "--concurrency", "10", "--workers", "2")
+        wait_rows(out, 150)
         (worker,) = _children(proc.pid)
         os.kill(worker, signal.SIGKILL)
         _, err = proc.communicate(timeout=60)
-        line = err.decode().strip().splitlines()
+        line = err.strip().splitlines()
         assert proc.returncode != 0 and len(line) == 1, err
         assert "worker process ended" in line[0] and "run the same command again" in line[0]
-        r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        r = subprocess.run(cmd, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
         rows = _rows(out)
         assert sorted({x["id"] for x in rows}) == sorted(f"t{i}" for i in range(600)) and len(rows) == 600
@@ -258,13 +231,8 @@ def test_ctrl_c_stops_the_batch_and_its_workers_within_seconds(tmp_path: Path) -
             )
         )
         inp = _items(tmp_path / "in.jsonl", 2000)
-        cmd = [
-            sys.executable, "-m", "tierwise", "--config", str(toml), "batch", str(inp), "--task", "ask",
-            "--tier", "nano", "--out", str(tmp_path / "out.jsonl"), "--concurrency", "10", "--workers", "2",
-        ]  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "TIERWISE_CONFIG")}
-        proc = subprocess.Popen(
-            cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        _, proc = start_batch(
+            tmp_path, toml, inp, tmp_path / "out.jsonl", "--concurrency", "10", "--workers", "2"
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(server.requests("/v1/chat/completions")) < 410:
