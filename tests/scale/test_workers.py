@@ -254,3 +254,12 @@ def test_ctrl_c_stops_the_batch_and_its_workers_within_seconds(tmp_path: Path) -
     assert run.status == "interrupted"
     # Both processes' calls cut in flight were sent (and may be billed): each is recorded.
     assert hung == 10 and len(cut) == hung
+
+
+async def test_python_api_with_workers_keeps_order(chaos_toml: Path, chaos_server: ChaosServer) -> None:
+    chaos_server.set_script({"latency_s": 0.05})
+    texts = [f"x{i}" for i in range(300)]
+    async with Session(chaos_toml) as s:
+        batch = s.batch(texts, task="ask", tier="nano", workers=2, concurrency=10, ordered=True)
+        got = [r async for r in batch]
+    assert [(r["id"], r["result"]) for r in got] == [(str(i), f"echo: x{i}") for i in range(300)]
