@@ -16,6 +16,7 @@ from tierwise.core import Task
 from tierwise.errors import BudgetExceeded
 from tierwise.runtime.scope import Scope
 from tierwise.runtime.warm import warm_local
+from tierwise.scale.heap import frozen_heap
 from tierwise.scale.inputs import Item
 from tierwise.scale.pool import WorkerPool
 from tierwise.scale.tasks import TaskSpec
@@ -68,6 +69,19 @@ async def run_local(
         # call in flight waits: load what this batch will use now, in threads.
         inferrer = scope.runtime.inferrer if spec.infers_kind else None
         await warm_local(inferrer, e5=False, tokenizer=scope.budget.caps_spend)
+    with frozen_heap():
+        return await _run_items(scope, spec, items, emit, slot, concurrency, pool)
+
+
+async def _run_items(
+    scope: Scope,
+    spec: TaskSpec,
+    items: Iterable[tuple[int, Item]],
+    emit: Emit,
+    slot: Slot,
+    concurrency: int,
+    pool: WorkerPool | None,
+) -> BudgetExceeded | None:
     stopped: list[BudgetExceeded] = []
     sem = asyncio.Semaphore(concurrency)
     pending: set[asyncio.Task[None]] = set()

@@ -17,7 +17,7 @@ import signal
 import socket
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tierwise.config import Config
 from tierwise.core import Task, Tier
@@ -25,10 +25,14 @@ from tierwise.errors import BudgetExceeded
 from tierwise.runtime.budget import Budget, Caps
 from tierwise.runtime.scope import FanOut, Scope
 from tierwise.runtime.warm import warm_local
+from tierwise.scale.heap import frozen_heap
 from tierwise.scale.inputs import Item
 from tierwise.scale.tasks import TaskSpec
 from tierwise.scale.wire import read_frame, write_frame
 from tierwise.scale.work import item_row
+
+if TYPE_CHECKING:
+    from tierwise.session import Session
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,15 @@ async def serve(sock: socket.socket) -> None:
     setup: Setup = await read_frame(reader)
     session = Session(setup.config, ledger_url=setup.ledger_url)
     session.open()
+    try:
+        await _serve(reader, writer, session, setup)
+    finally:
+        await session.aclose()
+
+
+async def _serve(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, session: Session, setup: Setup
+) -> None:
     assert session.runtime is not None
     budget = Budget(Caps(usd=setup.grant_usd)) if setup.grant_usd is not None else Budget()
     # The batch's run, recorded into (not opened or finished: the batch does that).
@@ -97,6 +110,18 @@ async def serve(sock: socket.socket) -> None:
         session.runtime.inferrer if setup.warm_kinds else None, e5=False, tokenizer=budget.caps_spend
     )
     write_frame(writer, ("ready",))
+    with frozen_heap():
+        await _serve_items(reader, writer, session, setup, scope, budget)
+
+
+async def _serve_items(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    session: Session,
+    setup: Setup,
+    scope: Scope,
+    budget: Budget,
+) -> None:
     reports = _Reports(writer, budget)
     pending: set[asyncio.Task[None]] = set()
 
@@ -124,7 +149,6 @@ async def serve(sock: socket.socket) -> None:
     finally:
         for t in pending:
             t.cancel()
-        await session.aclose()
 
 
 def main(argv: list[str]) -> int:
