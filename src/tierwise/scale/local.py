@@ -14,9 +14,9 @@ from typing import Any
 
 from tierwise.core import Task
 from tierwise.errors import BudgetExceeded
+from tierwise.runtime.heap import frozen_heap
 from tierwise.runtime.scope import Scope
 from tierwise.runtime.warm import warm_local
-from tierwise.scale.heap import frozen_heap
 from tierwise.scale.inputs import Item
 from tierwise.scale.pool import WorkerPool
 from tierwise.scale.tasks import TaskSpec

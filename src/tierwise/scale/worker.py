@@ -23,9 +23,9 @@ from tierwise.config import Config
 from tierwise.core import Task, Tier
 from tierwise.errors import BudgetExceeded
 from tierwise.runtime.budget import Budget, Caps
+from tierwise.runtime.heap import frozen_heap
 from tierwise.runtime.scope import FanOut, Scope
 from tierwise.runtime.warm import warm_local
-from tierwise.scale.heap import frozen_heap
 from tierwise.scale.inputs import Item
 from tierwise.scale.tasks import TaskSpec
 from tierwise.scale.wire import read_frame, write_frame

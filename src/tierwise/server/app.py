@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from tierwise.runtime.heap import frozen_heap
 from tierwise.server import catalog_routes, chat, embeddings, responses
 from tierwise.server.body import DEFAULT_MAX_BODY_BYTES
 from tierwise.server.dashboard import dashboard_routes
@@ -72,7 +73,8 @@ def create_app(
         if warm:
             await warm_up(session)
         try:
-            yield
+            with frozen_heap():  # what start-up loaded is not walked by every full collection
+                yield
         finally:
             await gate.aclose()
             if owns_session:

@@ -1,10 +1,10 @@
-"""The heap a batch starts with, left out of the cyclic collector's scans while calls are in flight.
+"""The heap a batch or the proxy starts with, left out of the cyclic collector's scans while calls run.
 
 A full collection walks every tracked object: with the models, the SDK and the caller's data loaded that
 is hundreds of thousands of objects and tens of milliseconds, during which every call in flight waits on
-the loop (the batch's p99). ``gc.freeze`` moves what is alive now to a permanent generation, so a full
-collection walks only what the batch itself allocates; ``gc.unfreeze`` gives it back when the last
-batch of the process ends. Cyclic garbage made before is collected first, so none is kept alive.
+the loop (the batch's and the proxy's p99). ``gc.freeze`` moves what is alive now to a permanent
+generation, so a full collection walks only what was allocated since; ``gc.unfreeze`` gives it back when
+the last holder of the process ends. Cyclic garbage made before is collected first, so none is kept.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 _lock = threading.Lock()
-_holders = 0  # batches running in this process: the heap thaws when the last one ends
+_holders = 0  # batches (and a proxy) running in this process: the heap thaws when the last one ends
 
 
 @contextmanager

@@ -6,7 +6,7 @@ import asyncio
 import gc
 import weakref
 
-from tierwise.scale.heap import frozen_heap
+from tierwise.runtime.heap import frozen_heap
 
 
 async def test_frozen_while_any_batch_runs_and_thawed_after_the_last() -> None:
