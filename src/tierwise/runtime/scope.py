@@ -53,6 +53,11 @@ class FanOut:
         if self.in_flight < 1 or any(n < 1 for n in self.per_tier.values()):
             raise InputError("fan-out limits must be at least 1: raise in_flight / per_tier")
 
+    @classmethod
+    def uniform(cls, n: int) -> FanOut:
+        """At most ``n`` calls at once, whatever their tiers (a batch's ``--concurrency``)."""
+        return cls(per_tier=dict.fromkeys(Tier, n), in_flight=n)
+
 
 @dataclass(eq=False)
 class Scope:

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from tierwise.core import Tier
 from tierwise.errors import InputError, LedgerError
 from tierwise.runtime.scope import FanOut, Scope
 from tierwise.scale.inputs import BadRow, Item, check_input, read_items
@@ -67,11 +66,10 @@ class BatchOptions:
         if self.budget_usd is not None and not self.budget_usd > 0:
             raise InputError(f"--budget must be greater than 0, got {self.budget_usd}")
 
-    def fan_out(self, processes: int = 1) -> FanOut:
-        """The run's fan-out is the batch's own bound, ``--concurrency`` (split over ``processes``): the
-        default limits (50 nano calls, 64 in all) would cap a wider batch below what it asked for."""
-        n = max(1, -(-self.concurrency // processes))
-        return FanOut(per_tier=dict.fromkeys(Tier, n), in_flight=n)
+    def fan_out(self) -> FanOut:
+        """The run's fan-out is the batch's own bound, ``--concurrency``: the default limits (50 nano
+        calls, 64 in all) would cap a wider batch below what it asked for."""
+        return FanOut.uniform(self.concurrency)
 
 
 @dataclass
@@ -292,7 +290,7 @@ def _pool(session: Session, scope: Scope, opts: BatchOptions) -> WorkerPool | No
     """Worker processes for ``--workers N`` (N - 1 besides this one); per-block work stays here."""
     if opts.workers <= 1 or opts.spec.per_block:
         return None
-    check_workers(opts.workers, session._ledger_url, scope.budget)
+    check_workers(session._ledger_url, scope.budget)
     return WorkerPool(
         opts.workers - 1,
         config=session.config,

@@ -91,7 +91,7 @@ async def _run_items(
             try:
                 r = await item_row(scope, spec, item, task)
             except BudgetExceeded:
-                if pool is None or (pool.winding_down and all(w.done.is_set() for w in pool.workers)):
+                if pool is None or not pool.holds_grants:
                     raise
                 # Workers still hold grants on this budget: wait for them to give back what is left.
                 await pool.settled()
@@ -118,21 +118,24 @@ async def _run_items(
         pool.on_rows = from_workers
         pool.on_unrun = lambda unrun: [start(seq, item, task) for seq, item, task in unrun]
         await pool.start()
+
+    def halted() -> bool:  # the budget refused, or a worker died holding calls
+        return bool(stopped) or (pool is not None and pool.failure is not None)
+
     try:
         for block in blocks(items, _TASK_BLOCK):
             tasks = item_tasks(scope, spec, [it for _, it in block])
             for (seq, item), task in zip(block, tasks, strict=True):
                 await slot(seq)
                 await sem.acquire()
-                if stopped or (pool is not None and pool.failure):
+                if halted():
                     sem.release()
                     break
-                worker = pool.take() if pool is not None else None
-                if worker is not None:
-                    pool.send(worker, seq, item, task)  # type: ignore[union-attr]
+                if pool is not None and (worker := pool.take()) is not None:
+                    pool.send(worker, seq, item, task)
                 else:
                     start(seq, item, task)
-            if stopped or (pool is not None and pool.failure):
+            if halted():
                 break
         if pool is not None:
             await pool.settled()

@@ -43,12 +43,9 @@ class WorkerExited(TierwiseError):
     """A worker process ended before it answered for the calls it held."""
 
 
-def check_workers(workers: int, ledger_url: str, budget: Budget) -> None:
-    """What ``--workers N`` needs, refused in one line each."""
-    if workers < 1:
-        raise InputError(f"--workers must be at least 1, got {workers}")
-    if workers == 1:
-        return
+def check_workers(ledger_url: str, budget: Budget) -> None:
+    """What more than one process needs of the ledger and the budget, refused in one line each (the
+    count itself is ``BatchOptions``'s to check)."""
     if ":memory:" in ledger_url or ledger_url.rstrip("/") in ("sqlite:", "sqlite://"):
         raise InputError(
             "--workers needs a ledger other processes can open: an in-memory SQLite ledger is this "
@@ -144,6 +141,11 @@ class WorkerPool:
             write_frame(w.writer, Setup(config, ledger_url, run_id, spec, grant_usd, warm, self.share))
             w.reader_task = asyncio.create_task(self._listen(w, reader))
             self.workers.append(w)
+
+    @property
+    def holds_grants(self) -> bool:
+        """A worker still runs, so part of the budget may still be out on its grant."""
+        return any(not w.done.is_set() for w in self.workers)
 
     def take(self) -> _Worker | None:
         """A worker with room for one more call, or None (the batch process takes it)."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tierwise.config import Config
-from tierwise.core import Task, Tier
+from tierwise.core import Task
 from tierwise.errors import BudgetExceeded
 from tierwise.runtime.budget import Budget, Caps
 from tierwise.runtime.heap import frozen_heap
@@ -101,10 +101,9 @@ async def _serve(
     assert session.runtime is not None
     budget = Budget(Caps(usd=setup.grant_usd)) if setup.grant_usd is not None else Budget()
     # The batch's run, recorded into (not opened or finished: the batch does that).
-    n = setup.concurrency
     scope = Scope(
         id=setup.run_id, kind="batch", budget=budget, runtime=session.runtime, steps=session.ledger,
-        fan_out=FanOut(per_tier=dict.fromkeys(Tier, n), in_flight=n),
+        fan_out=FanOut.uniform(setup.concurrency),
     )  # fmt: skip
     await warm_local(
         session.runtime.inferrer if setup.warm_kinds else None, e5=False, tokenizer=budget.caps_spend
