@@ -4,7 +4,6 @@ through the real runtime against the loopback chaos server equal to ``decide()``
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,14 +33,6 @@ from ..conftest import chaos_config
 # prompt to the next, and the vote's pick is sometimes the first, cheaper one) and GPT-4.
 ARC_MODELS = ("claude-instant-v1", "gpt-3.5-turbo-1106", "gpt-4-1106-preview")
 CHAOS = {"nano": "nano-model", "mini": "mini-model", "large": "large-model"}
-
-
-@pytest.fixture(autouse=True)
-def private_cache(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[None]:
-    monkeypatch.setenv("TIERWISE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "tierwise-cache"))
-    yield
 
 
 def _toml(tmp_path: Path, server: ChaosServer, router_file: Path, mapping: dict[str, str]) -> Path:

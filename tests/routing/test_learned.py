@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,14 +25,6 @@ TRAINED = {
     "zero-one-ai/Yi-34B-Chat": "test/mid",
     "gpt-4-1106-preview": "test/big",
 }
-
-
-@pytest.fixture(autouse=True)
-def private_cache(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[None]:
-    monkeypatch.setenv("TIERWISE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "tierwise-cache"))
-    yield
 
 
 @pytest.fixture(scope="module")

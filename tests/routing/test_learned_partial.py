@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,14 +18,6 @@ TOPICS = {
     "please refund the order I placed last week": (0.0, 1.0),
     "someone stole my card at the station yesterday": (0.0, 0.0),
 }
-
-
-@pytest.fixture(autouse=True)
-def private_cache(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[None]:
-    monkeypatch.setenv("TIERWISE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "tierwise-cache"))
-    yield
 
 
 def _ledger_like(n: int = 90) -> Outcomes:
